@@ -1,0 +1,249 @@
+// certfleet: issue and deploy one TLS certificate per server, centrally.
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
+
+#include "key_store.hpp"
+#include "logging.hpp"
+#include "pipeline.hpp"
+#include "plugin_loader.hpp"
+#include "renewal.hpp"
+#include "runner.hpp"
+#include "state_store.hpp"
+
+namespace po = boost::program_options;
+using certfleet::LogLevel;
+
+namespace {
+
+// Exit codes a scheduler or a script can act on.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitHostFailed = 1,
+  kExitConfigError = 2,
+};
+
+constexpr const char* kUsage = R"(usage: certfleet COMMAND [options]
+
+commands:
+  run PIPELINE      issue what is due and deploy it to every host
+  check PIPELINE    validate the pipeline and its plugins' settings, offline
+  status PIPELINE   show each host's certificate, renewal moment and last result
+  plugins           list the plugins found and whether they load
+
+options)";
+
+std::string formatTime(std::int64_t seconds) {
+  if (seconds == 0) {
+    return "-";
+  }
+  std::time_t time = static_cast<std::time_t>(seconds);
+  std::tm utc{};
+  gmtime_r(&time, &utc);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%d %H:%M", &utc);
+  return text;
+}
+
+int fail(int code, const std::string& message) {
+  std::cerr << "certfleet: " << certfleet::logging::redact(message) << "\n";
+  return code;
+}
+
+int listPlugins(const certfleet::PluginLoader& loader) {
+  std::vector<certfleet::PluginListing> listings = loader.list();
+  for (const auto& directory : loader.directories()) {
+    std::cout << "# " << directory.string() << "\n";
+  }
+  if (listings.empty()) {
+    std::cout << "no plugins found\n";
+    return kExitConfigError;
+  }
+  bool any_error = false;
+  for (const auto& listing : listings) {
+    if (!listing.error.empty()) {
+      any_error = true;
+      std::cout << "error   " << listing.path.string() << ": " << listing.error << "\n";
+      continue;
+    }
+    std::printf("%-7s %-12s %-8s abi %u  %s\n", listing.stage.c_str(), listing.name.c_str(),
+                listing.version.c_str(), listing.abi_version, listing.path.c_str());
+  }
+  return any_error ? kExitHostFailed : kExitOk;
+}
+
+int printReport(const certfleet::RunReport& report, bool json) {
+  if (json) {
+    nlohmann::json hosts = nlohmann::json::array();
+    for (const auto& host : report.hosts) {
+      hosts.push_back({{"host", host.host},
+                       {"result", certfleet::outcomeName(host.result)},
+                       {"detail", host.detail},
+                       {"serial", host.serial},
+                       {"not_after", host.not_after}});
+    }
+    std::cout << nlohmann::json{{"hosts", hosts}, {"failed", report.anyFailed()}}.dump(2) << "\n";
+  } else {
+    std::printf("%-16s %-11s %-17s %s\n", "HOST", "RESULT", "NOT AFTER", "DETAIL");
+    for (const auto& host : report.hosts) {
+      std::printf("%-16s %-11s %-17s %s\n", host.host.c_str(), certfleet::outcomeName(host.result),
+                  formatTime(host.not_after).c_str(), host.detail.c_str());
+    }
+  }
+  return report.anyFailed() ? kExitHostFailed : kExitOk;
+}
+
+int showStatus(const certfleet::Pipeline& pipeline, bool json) {
+  std::error_code error;
+  if (!std::filesystem::exists(pipeline.state_directory / "state.db", error)) {
+    return fail(kExitOk, "no state yet in " + pipeline.state_directory.string());
+  }
+  auto store = certfleet::openSqliteStateStore(pipeline.state_directory);
+  if (!store.ok()) {
+    return fail(kExitConfigError, store.status().message());
+  }
+  nlohmann::json rows = nlohmann::json::array();
+  if (!json) {
+    std::printf("%-16s %-17s %-17s %-9s %s\n", "HOST", "NOT AFTER", "RENEWS AT", "DEPLOYED",
+                "LAST RESULT");
+  }
+  for (const auto& host : pipeline.hosts) {
+    auto record = (*store)->find(host.target.name);
+    if (!record.ok()) {
+      return fail(kExitConfigError, record.status().message());
+    }
+    certfleet::HostRecord row = record->value_or(certfleet::HostRecord{});
+    std::int64_t renew_at =
+        row.not_after != 0 ? certfleet::renewalMoment(row.not_before, row.not_after) : 0;
+    bool deployed = !row.fingerprint.empty() && row.fingerprint == row.deployed_fingerprint;
+    if (json) {
+      rows.push_back({{"host", host.target.name},
+                      {"names", host.target.names},
+                      {"serial", row.serial},
+                      {"not_after", row.not_after},
+                      {"renew_at", renew_at},
+                      {"deployed", deployed},
+                      {"last_result", row.last_result},
+                      {"last_attempt", row.last_attempt}});
+      continue;
+    }
+    std::printf("%-16s %-17s %-17s %-9s %s\n", host.target.name.c_str(),
+                formatTime(row.not_after).c_str(), formatTime(renew_at).c_str(),
+                deployed ? "yes" : "no", row.last_result.empty() ? "-" : row.last_result.c_str());
+  }
+  if (json) {
+    std::cout << nlohmann::json{{"hosts", rows}}.dump(2) << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string command;
+  std::string pipeline_file;
+  std::string environment;
+  std::string output;
+  std::string log_level;
+  std::vector<std::string> plugin_dirs;
+  std::vector<std::string> only_hosts;
+  bool force = false;
+
+  po::options_description options(kUsage);
+  options.add_options()("help,h", "show this help")("version", "print the version")(
+      "env,e", po::value(&environment), "environment of the pipeline to apply")(
+      "force", po::bool_switch(&force), "renew every selected host now")(
+      "host", po::value(&only_hosts), "only this host (repeatable)")(
+      "plugin-dir", po::value(&plugin_dirs), "also look for plugins here (repeatable)")(
+      "output,o", po::value(&output)->default_value("text"), "text or json")(
+      "log-level", po::value(&log_level)->default_value("info"),
+      "trace, debug, info, warn or error");
+  po::options_description hidden;
+  hidden.add_options()("command", po::value(&command))("pipeline", po::value(&pipeline_file));
+  po::options_description all;
+  all.add(options).add(hidden);
+  po::positional_options_description positional;
+  positional.add("command", 1).add("pipeline", 1);
+
+  po::variables_map arguments;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(),
+              arguments);
+    po::notify(arguments);
+  } catch (const po::error& error) {
+    return fail(kExitConfigError, std::string(error.what()) + " (see certfleet --help)");
+  }
+  if (arguments.count("help") != 0 || (command.empty() && arguments.count("version") == 0)) {
+    std::cout << options << "\n";
+    return command.empty() && arguments.count("help") == 0 ? kExitConfigError : kExitOk;
+  }
+  if (arguments.count("version") != 0) {
+    std::cout << "certfleet " << CERTFLEET_VERSION << " (plugin ABI " << certfleet::kAbiVersion
+              << ")\n";
+    return kExitOk;
+  }
+  if (output != "text" && output != "json") {
+    return fail(kExitConfigError, "--output must be text or json");
+  }
+  const std::map<std::string, LogLevel> levels = {{"trace", LogLevel::kTrace},
+                                                  {"debug", LogLevel::kDebug},
+                                                  {"info", LogLevel::kInfo},
+                                                  {"warn", LogLevel::kWarn},
+                                                  {"error", LogLevel::kError}};
+  if (levels.count(log_level) == 0) {
+    return fail(kExitConfigError, "--log-level must be trace, debug, info, warn or error");
+  }
+  certfleet::logging::setLevel(levels.at(log_level));
+
+  certfleet::PluginLoader loader(certfleet::PluginLoader::defaultDirectories(plugin_dirs));
+  if (command == "plugins") {
+    return listPlugins(loader);
+  }
+  if (command != "run" && command != "check" && command != "status") {
+    return fail(kExitConfigError, "unknown command '" + command + "' (see certfleet --help)");
+  }
+  if (pipeline_file.empty()) {
+    return fail(kExitConfigError, command + " needs a pipeline file");
+  }
+
+  certfleet::Result<certfleet::Pipeline> pipeline =
+      certfleet::loadPipeline(pipeline_file, environment);
+  if (!pipeline.ok()) {
+    return fail(kExitConfigError, pipeline.status().message());
+  }
+  if (command == "status") {
+    return showStatus(*pipeline, output == "json");
+  }
+
+  auto runner = certfleet::Runner::create(std::move(*pipeline), loader);
+  if (!runner.ok()) {
+    return fail(kExitConfigError, runner.status().message());
+  }
+  if (command == "check") {
+    certfleet::Status checked = (*runner)->checkHosts();
+    if (!checked.ok()) {
+      return fail(kExitConfigError, checked.message());
+    }
+    std::cout << pipeline_file << ": ok (" << (*runner)->pipeline().hosts.size() << " hosts, "
+              << (*runner)->pipeline().stages.size() << " stages)\n";
+    return kExitOk;
+  }
+
+  certfleet::RunOptions run_options;
+  run_options.force = force;
+  run_options.only_hosts = only_hosts;
+  certfleet::Result<certfleet::RunReport> report = (*runner)->run(run_options);
+  if (!report.ok()) {
+    return fail(report.status().code() == certfleet::StatusCode::kInvalidArgument ? kExitConfigError
+                                                                                  : kExitHostFailed,
+                report.status().message());
+  }
+  return printReport(*report, output == "json");
+}

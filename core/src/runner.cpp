@@ -1,0 +1,529 @@
+#include "runner.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <ctime>
+#include <functional>
+#include <thread>
+
+#include "certificate.hpp"
+#include "key_store.hpp"
+#include "logging.hpp"
+#include "propagation.hpp"
+#include "renewal.hpp"
+
+namespace certfleet {
+namespace {
+
+// Runs work(0..count-1) on up to `parallel` threads.
+void forEachParallel(std::size_t count,
+                     std::size_t parallel,
+                     const std::function<void(std::size_t)>& work) {
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t index = next++; index < count; index = next++) {
+      work(index);
+    }
+  };
+  std::size_t threads = std::min(count, std::max<std::size_t>(parallel, 1));
+  std::vector<std::thread> pool;
+  for (std::size_t i = 1; i < threads; ++i) {
+    pool.emplace_back(worker);
+  }
+  worker();
+  for (std::thread& thread : pool) {
+    thread.join();
+  }
+}
+
+void logCore(LogLevel level, const std::string& message) {
+  logging::write(level, "", "", message);
+}
+
+}  // namespace
+
+struct Runner::HostWork {
+  const HostConfig* host = nullptr;
+  RenewalDecision decision;
+  std::optional<HostRecord> record;
+  HostOutcome outcome;
+  bool failed = false;
+  // Issuance
+  std::string csr_pem;
+  Order order;
+
+  void fail(const Status& status) {
+    failed = true;
+    outcome.result = HostOutcome::Result::kFailed;
+    outcome.detail = logging::redact(status.message());
+    logging::HostScope scope(host->target.name);
+    logCore(LogLevel::kError, outcome.detail);
+  }
+
+  std::vector<TxtRecord> pendingRecords() const {
+    std::vector<TxtRecord> records;
+    for (const Authorization& authorization : order.authorizations) {
+      if (!authorization.already_valid) {
+        records.push_back(authorization.record);
+      }
+    }
+    return records;
+  }
+};
+
+const char* outcomeName(HostOutcome::Result result) {
+  switch (result) {
+    case HostOutcome::Result::kUpToDate:
+      return "up-to-date";
+    case HostOutcome::Result::kIssued:
+      return "issued";
+    case HostOutcome::Result::kDeployed:
+      return "deployed";
+    case HostOutcome::Result::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+bool RunReport::anyFailed() const {
+  return std::any_of(hosts.begin(), hosts.end(), [](const HostOutcome& outcome) {
+    return outcome.result == HostOutcome::Result::kFailed;
+  });
+}
+
+Runner::Runner(Pipeline pipeline)
+    : pipeline_(std::move(pipeline)),
+      deadline_(std::chrono::steady_clock::now() + pipeline_.run_timeout) {}
+
+Runner::~Runner() {
+  // Instances first, while their services and libraries still exist.
+  plugins_.clear();
+  services_.clear();
+}
+
+Result<std::unique_ptr<Runner>> Runner::create(Pipeline pipeline, const PluginLoader& loader) {
+  std::unique_ptr<Runner> runner(new Runner(std::move(pipeline)));
+  for (const StageConfig& stage : runner->pipeline_.stages) {
+    bool is_hook = stage.key == "reload" || stage.key == "verify";
+    Stage kind = is_hook              ? Stage::kHook
+                 : stage.key == "key" ? Stage::kKey
+                 : stage.key == "dns" ? Stage::kDns
+                 : stage.key == "ca"  ? Stage::kCa
+                                      : Stage::kDeploy;
+    Result<std::unique_ptr<LoadedPlugin>> loaded = loader.load(kind, stage.plugin);
+    if (!loaded.ok()) {
+      return loaded.status().withContext(stage.location + ": stage " + stage.key);
+    }
+    auto services = std::make_unique<CoreServices>(
+        stage.key, stage.plugin, stage.ca_bundle,
+        runner->pipeline_.state_directory / "plugins" / (stage.key + "-" + stage.plugin),
+        runner->deadline_);
+    LoadedPlugin& plugin = **loaded;
+    void* typed = nullptr;
+    switch (kind) {
+      case Stage::kKey:
+        typed = runner->key_ = plugin.as<KeyPlugin>();
+        break;
+      case Stage::kDns:
+        typed = runner->dns_ = plugin.as<DnsPlugin>();
+        break;
+      case Stage::kCa:
+        typed = runner->ca_ = plugin.as<CaPlugin>();
+        break;
+      case Stage::kDeploy:
+        typed = runner->deploy_ = plugin.as<DeployPlugin>();
+        break;
+      case Stage::kHook:
+        typed = (stage.key == "reload" ? runner->reload_ : runner->verify_) =
+            plugin.as<HookPlugin>();
+        break;
+    }
+    if (typed == nullptr) {
+      return failedPrecondition(stage.location + ": stage " + stage.key + ": plugin " +
+                                plugin.path().string() + " does not implement the " +
+                                stageName(kind) + " interface");
+    }
+    Status configured = plugin.instance().configure(stage.settings, *services);
+    if (!configured.ok()) {
+      return configured;
+    }
+    runner->services_.push_back(std::move(services));
+    runner->plugins_.push_back(std::move(*loaded));
+  }
+  return runner;
+}
+
+Status Runner::checkHosts() const {
+  for (const HostConfig& host : pipeline_.hosts) {
+    for (std::size_t i = 0; i < pipeline_.stages.size(); ++i) {
+      const StageConfig& stage = pipeline_.stages[i];
+      Status checked =
+          plugins_[i]->instance().checkHost(host.target, pipeline_.settingsFor(stage, host));
+      if (!checked.ok()) {
+        return checked.withContext("host " + host.target.name);
+      }
+    }
+  }
+  return {};
+}
+
+Result<RunReport> Runner::run(const RunOptions& options) {
+  Status private_state = makePrivateDirectory(pipeline_.state_directory);
+  if (!private_state.ok()) {
+    return private_state;
+  }
+  Result<std::unique_ptr<StateStore>> state = openSqliteStateStore(pipeline_.state_directory);
+  if (!state.ok()) {
+    return state.status();
+  }
+  state_ = std::move(*state);
+  KeyStore keys(pipeline_.state_directory);
+  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+
+  for (const std::string& wanted : options.only_hosts) {
+    if (pipeline_.host(wanted) == nullptr) {
+      return invalidArgument("host '" + wanted + "' is not in " + pipeline_.file.string());
+    }
+  }
+
+  // Decide per host.
+  std::vector<std::unique_ptr<HostWork>> all_work;
+  for (const HostConfig& host : pipeline_.hosts) {
+    if (!options.only_hosts.empty() &&
+        std::find(options.only_hosts.begin(), options.only_hosts.end(), host.target.name) ==
+            options.only_hosts.end()) {
+      continue;
+    }
+    auto work = std::make_unique<HostWork>();
+    work->host = &host;
+    work->outcome.host = host.target.name;
+    Status recovered = keys.recover(host.target.name);
+    Result<std::optional<HostRecord>> record = state_->find(host.target.name);
+    Result<std::optional<CertificateBundle>> current = keys.current(host.target.name);
+    if (!recovered.ok() || !record.ok() || !current.ok()) {
+      work->fail(!recovered.ok() ? recovered : !record.ok() ? record.status() : current.status());
+      all_work.push_back(std::move(work));
+      continue;
+    }
+    work->record = *record;
+    work->decision = decideRenewal(host, work->record, current->has_value(), now, options.force);
+    work->outcome.detail = work->decision.reason;
+    if (work->record) {
+      work->outcome.serial = work->record->serial;
+      work->outcome.not_after = work->record->not_after;
+    }
+    logging::HostScope scope(host.target.name);
+    logCore(LogLevel::kInfo, work->decision.issue    ? "due: " + work->decision.reason
+                             : work->decision.deploy ? "deploy due: " + work->decision.reason
+                                                     : "not due: " + work->decision.reason);
+    all_work.push_back(std::move(work));
+  }
+
+  std::vector<HostWork*> to_issue;
+  std::vector<HostWork*> to_deploy;
+  for (auto& work : all_work) {
+    if (work->failed) {
+      continue;
+    }
+    if (work->decision.issue) {
+      to_issue.push_back(work.get());
+    } else if (work->decision.deploy) {
+      to_deploy.push_back(work.get());
+    }
+  }
+  if (to_issue.empty() && to_deploy.empty()) {
+    logCore(LogLevel::kInfo, "nothing due: " + std::to_string(all_work.size()) +
+                                 " host(s) up to date, nothing issued or deployed");
+  }
+
+  if (!to_issue.empty()) {
+    issue(to_issue);
+    for (HostWork* work : to_issue) {
+      if (!work->failed) {
+        to_deploy.push_back(work);
+      }
+    }
+  }
+
+  forEachParallel(to_deploy.size(), pipeline_.parallel,
+                  [&](std::size_t index) { deploy(*to_deploy[index]); });
+
+  RunReport report;
+  for (auto& work : all_work) {
+    if (work->decision.issue || work->decision.deploy || work->failed) {
+      HostRecord record = work->record.value_or(HostRecord{});
+      record.host = work->host->target.name;
+      if (record.names.empty()) {
+        record.names = joinNames(work->host->target.names);
+        record.key_type = keyTypeName(work->host->key_type);
+      }
+      record.last_result = work->failed ? work->outcome.detail : "ok";
+      record.last_attempt = now;
+      Status saved = state_->save(record);
+      if (!saved.ok()) {
+        work->fail(saved);
+      }
+    }
+    report.hosts.push_back(work->outcome);
+  }
+  return report;
+}
+
+void Runner::issue(std::vector<HostWork*>& work) {
+  KeyStore keys(pipeline_.state_directory);
+  Status account = ca_->prepareAccount();
+  if (!account.ok()) {
+    for (HostWork* host : work) {
+      host->fail(account.withContext("ca." + pipeline_.stage("ca")->plugin));
+    }
+    return;
+  }
+
+  // A key and an order per host. The key is stored before it is used, so no key the CA
+  // certifies can be lost.
+  forEachParallel(work.size(), pipeline_.parallel, [&](std::size_t index) {
+    HostWork& host = *work[index];
+    logging::HostScope scope(host.host->target.name);
+    Result<Secret> key = key_->generateKey(host.host->key_type);
+    if (!key.ok()) {
+      host.fail(key.status());
+      return;
+    }
+    Status saved = keys.savePendingKey(host.host->target.name, *key);
+    if (!saved.ok()) {
+      host.fail(saved);
+      return;
+    }
+    Result<std::string> csr = key_->makeCsr(*key, host.host->target.names);
+    if (!csr.ok()) {
+      host.fail(csr.status());
+      return;
+    }
+    host.csr_pem = std::move(*csr);
+    Result<Order> order = ca_->newOrder(host.host->target.names);
+    if (!order.ok()) {
+      host.fail(order.status());
+      return;
+    }
+    host.order = std::move(*order);
+  });
+
+  // One batch of TXT records for every host; removed whatever happens next.
+  std::vector<TxtRecord> presented;
+  std::vector<TxtRecord> batch;
+  for (HostWork* host : work) {
+    if (!host->failed) {
+      std::vector<TxtRecord> records = host->pendingRecords();
+      batch.insert(batch.end(), records.begin(), records.end());
+    }
+  }
+  struct Cleanup {
+    DnsPlugin* dns;
+    std::vector<TxtRecord>& records;
+    ~Cleanup() {
+      if (!records.empty()) {
+        Status removed = dns->cleanup(records);
+        if (!removed.ok()) {
+          logCore(LogLevel::kError, "dns cleanup: " + removed.message());
+        }
+      }
+    }
+  } cleanup{dns_, presented};
+
+  if (!batch.empty()) {
+    Status added = dns_->present(batch);
+    if (added.ok()) {
+      presented = batch;
+    } else {
+      // One host's bad zone must not sink the others: retry host by host.
+      logCore(LogLevel::kWarn, "dns batch failed, retrying per host: " + added.message());
+      for (HostWork* host : work) {
+        std::vector<TxtRecord> records =
+            host->failed ? std::vector<TxtRecord>{} : host->pendingRecords();
+        if (records.empty()) {
+          continue;
+        }
+        Status single = dns_->present(records);
+        if (!single.ok()) {
+          host->fail(single);
+          continue;
+        }
+        presented.insert(presented.end(), records.begin(), records.end());
+      }
+    }
+  }
+
+  if (!presented.empty() && !pipeline_.propagation.nameservers.empty()) {
+    std::vector<Nameserver> servers;
+    for (const std::string& text : pipeline_.propagation.nameservers) {
+      Result<Nameserver> server = parseNameserver(text);
+      if (server.ok()) {
+        servers.push_back(*server);
+      }
+    }
+    PropagationChecker checker(servers);
+    auto propagation_deadline =
+        std::min(deadline_, std::chrono::steady_clock::now() + pipeline_.propagation.timeout);
+    Status visible = checker.waitForRecords(presented, propagation_deadline);
+    if (!visible.ok()) {
+      // Find which hosts lack their records; the others go on.
+      for (HostWork* host : work) {
+        if (host->failed) {
+          continue;
+        }
+        for (const TxtRecord& record : host->pendingRecords()) {
+          Result<bool> seen = checker.isVisible(record);
+          if (!seen.ok() || !*seen) {
+            host->fail(visible.withContext("dns propagation"));
+            break;
+          }
+        }
+      }
+    }
+  }
+  // TODO: without propagation.nameservers the zone's NS set should be looked up and asked;
+  // until then the challenge is answered without a propagation check.
+
+  forEachParallel(work.size(), pipeline_.parallel, [&](std::size_t index) {
+    HostWork& host = *work[index];
+    if (host.failed) {
+      return;
+    }
+    logging::HostScope scope(host.host->target.name);
+    for (const Authorization& authorization : host.order.authorizations) {
+      if (authorization.already_valid) {
+        continue;
+      }
+      Status answered = ca_->answerChallenge(authorization);
+      if (!answered.ok()) {
+        host.fail(answered);
+        return;
+      }
+    }
+    for (const Authorization& authorization : host.order.authorizations) {
+      if (authorization.already_valid) {
+        continue;
+      }
+      Status valid = ca_->awaitAuthorization(authorization);
+      if (!valid.ok()) {
+        host.fail(valid);
+        return;
+      }
+    }
+    Result<std::string> chain = ca_->finalize(host.order, host.csr_pem);
+    if (!chain.ok()) {
+      host.fail(chain.status());
+      return;
+    }
+    Result<CertificateInfo> info = inspectChain(*chain);
+    Result<Secret> key = keys.pendingKey(host.host->target.name);
+    if (!info.ok() || !key.ok()) {
+      host.fail(!info.ok() ? info.status().withContext("ca") : key.status());
+      return;
+    }
+    Status matches = checkKeyMatches(*key, info->leaf_pem);
+    if (!matches.ok()) {
+      host.fail(matches.withContext("ca returned a certificate for another key"));
+      return;
+    }
+    Status promoted = keys.promote(host.host->target.name, *chain);
+    if (!promoted.ok()) {
+      host.fail(promoted);
+      return;
+    }
+    HostRecord record = host.record.value_or(HostRecord{});
+    record.host = host.host->target.name;
+    record.names = joinNames(host.host->target.names);
+    record.key_type = keyTypeName(host.host->key_type);
+    record.serial = info->serial;
+    record.not_before = info->not_before;
+    record.not_after = info->not_after;
+    record.fingerprint = info->fingerprint;
+    record.last_result = "issued";
+    record.last_attempt = static_cast<std::int64_t>(std::time(nullptr));
+    Status saved = state_->save(record);
+    if (!saved.ok()) {
+      host.fail(saved);
+      return;
+    }
+    host.record = record;
+    host.outcome.result = HostOutcome::Result::kIssued;
+    host.outcome.serial = info->serial;
+    host.outcome.not_after = info->not_after;
+    logCore(LogLevel::kInfo, "issued serial " + info->serial);
+  });
+}
+
+Status Runner::deployAndConfirm(const HostWork& work, const CertificateBundle& bundle) {
+  const HostConfig& host = *work.host;
+  Status deployed =
+      deploy_->deploy(host.target, pipeline_.settingsFor(*pipeline_.stage("deploy"), host), bundle);
+  if (!deployed.ok()) {
+    return deployed;
+  }
+  if (reload_ != nullptr) {
+    Status reloaded =
+        reload_->run(host.target, pipeline_.settingsFor(*pipeline_.stage("reload"), host), bundle);
+    if (!reloaded.ok()) {
+      return reloaded;
+    }
+  }
+  if (verify_ != nullptr) {
+    Status verified =
+        verify_->run(host.target, pipeline_.settingsFor(*pipeline_.stage("verify"), host), bundle);
+    if (!verified.ok()) {
+      return verified;
+    }
+  }
+  return {};
+}
+
+void Runner::deploy(HostWork& work) {
+  logging::HostScope scope(work.host->target.name);
+  KeyStore keys(pipeline_.state_directory);
+  Result<std::optional<CertificateBundle>> current = keys.current(work.host->target.name);
+  if (!current.ok() || !current->has_value()) {
+    work.fail(current.ok() ? notFound("key store holds no current pair") : current.status());
+    return;
+  }
+  const CertificateBundle& bundle = **current;
+  // A mismatched pair would take the server down at its next reload.
+  Status matches = checkKeyMatches(bundle.key_pem, bundle.leaf_pem);
+  if (!matches.ok()) {
+    work.fail(matches.withContext("refusing to deploy"));
+    return;
+  }
+
+  Status confirmed = deployAndConfirm(work, bundle);
+  if (!confirmed.ok()) {
+    // Put back what the host served before, if the key store still has it.
+    std::string failure = confirmed.message();
+    Result<std::optional<CertificateBundle>> previous = keys.previous(work.host->target.name);
+    if (previous.ok() && previous->has_value() && work.record &&
+        !work.record->deployed_fingerprint.empty()) {
+      Result<CertificateInfo> info = inspectChain((*previous)->fullchain_pem);
+      if (info.ok() && info->fingerprint == work.record->deployed_fingerprint) {
+        Status restored = deployAndConfirm(work, **previous);
+        failure += restored.ok() ? "; rolled back to the previous certificate"
+                                 : "; rollback failed too: " + restored.message();
+      }
+    }
+    work.fail(Status(confirmed.code(), failure));
+    return;
+  }
+
+  Result<CertificateInfo> info = inspectChain(bundle.fullchain_pem);
+  if (!info.ok()) {
+    work.fail(info.status());
+    return;
+  }
+  HostRecord record = work.record.value_or(HostRecord{});
+  record.deployed_fingerprint = info->fingerprint;
+  work.record = record;
+  if (work.outcome.result != HostOutcome::Result::kIssued) {
+    work.outcome.result = HostOutcome::Result::kDeployed;
+  }
+  logCore(LogLevel::kInfo, "deployed serial " + info->serial + " and confirmed it is served");
+}
+
+}  // namespace certfleet

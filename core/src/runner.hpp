@@ -1,0 +1,75 @@
+// The choreography of a run: decide what is due, issue for the due hosts together (one
+// batch of DNS-01 records), deploy, reload and verify per host, and record every outcome.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pipeline.hpp"
+#include "plugin_loader.hpp"
+#include "services.hpp"
+#include "state_store.hpp"
+
+namespace certfleet {
+
+struct RunOptions {
+  bool force = false;
+  std::vector<std::string> only_hosts;  // empty: every host
+};
+
+struct HostOutcome {
+  enum class Result { kUpToDate, kIssued, kDeployed, kFailed };
+  std::string host;
+  Result result = Result::kUpToDate;
+  std::string detail;  // the reason it was due, or the failure
+  std::string serial;
+  std::int64_t not_after = 0;
+};
+
+struct RunReport {
+  std::vector<HostOutcome> hosts;
+  bool anyFailed() const;
+};
+
+const char* outcomeName(HostOutcome::Result result);
+
+class Runner {
+ public:
+  // Loads and configures every plugin the pipeline names. Touches no network.
+  static Result<std::unique_ptr<Runner>> create(Pipeline pipeline, const PluginLoader& loader);
+
+  // Everything `certfleet check` verifies beyond parsing: each host's effective settings.
+  Status checkHosts() const;
+
+  Result<RunReport> run(const RunOptions& options);
+
+  const Pipeline& pipeline() const { return pipeline_; }
+
+  ~Runner();
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
+
+ private:
+  struct HostWork;
+  explicit Runner(Pipeline pipeline);
+
+  void issue(std::vector<HostWork*>& work);
+  void deploy(HostWork& work);
+  Status deployAndConfirm(const HostWork& work, const CertificateBundle& bundle);
+
+  Pipeline pipeline_;
+  std::chrono::steady_clock::time_point deadline_;
+  // Services outlive the plugins that hold pointers to them: keep this order.
+  std::vector<std::unique_ptr<CoreServices>> services_;
+  std::vector<std::unique_ptr<LoadedPlugin>> plugins_;
+  KeyPlugin* key_ = nullptr;
+  DnsPlugin* dns_ = nullptr;
+  CaPlugin* ca_ = nullptr;
+  DeployPlugin* deploy_ = nullptr;
+  HookPlugin* reload_ = nullptr;
+  HookPlugin* verify_ = nullptr;
+  std::unique_ptr<StateStore> state_;
+};
+
+}  // namespace certfleet

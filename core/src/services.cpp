@@ -1,0 +1,36 @@
+#include "services.hpp"
+
+#include <system_error>
+
+#include <sys/stat.h>
+
+namespace certfleet {
+
+CoreServices::CoreServices(std::string stage,
+                           std::string plugin,
+                           std::string ca_bundle,
+                           std::filesystem::path state_directory,
+                           std::chrono::steady_clock::time_point deadline)
+    : stage_(std::move(stage)),
+      plugin_(std::move(plugin)),
+      http_(std::move(ca_bundle)),
+      state_directory_(std::move(state_directory)),
+      deadline_(deadline) {}
+
+void CoreServices::log(LogLevel level, std::string_view message) {
+  logging::write(level, stage_, plugin_, message);
+}
+
+Result<HttpResponse> CoreServices::http(const HttpRequest& request) {
+  return http_.send(request);
+}
+
+std::string CoreServices::stateDirectory() {
+  std::error_code error;
+  std::filesystem::create_directories(state_directory_, error);
+  // The folder may hold an account key: only the orchestrator's user may enter it.
+  ::chmod(state_directory_.c_str(), 0700);
+  return state_directory_.string();
+}
+
+}  // namespace certfleet

@@ -1,0 +1,160 @@
+#include "state_store.hpp"
+
+#include <sqlite3.h>
+
+#include <mutex>
+
+namespace certfleet {
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS hosts (
+  host TEXT PRIMARY KEY,
+  names TEXT NOT NULL,
+  key_type TEXT NOT NULL,
+  serial TEXT NOT NULL,
+  not_before INTEGER NOT NULL,
+  not_after INTEGER NOT NULL,
+  fingerprint TEXT NOT NULL,
+  deployed_fingerprint TEXT NOT NULL,
+  last_result TEXT NOT NULL,
+  last_attempt INTEGER NOT NULL
+);
+)sql";
+
+class SqliteStateStore final : public StateStore {
+ public:
+  explicit SqliteStateStore(sqlite3* database) : database_(database) {}
+  ~SqliteStateStore() override { sqlite3_close(database_); }
+  SqliteStateStore(const SqliteStateStore&) = delete;
+  SqliteStateStore& operator=(const SqliteStateStore&) = delete;
+
+  Result<std::optional<HostRecord>> find(const std::string& host) override {
+    std::lock_guard lock(mutex_);
+    Statement statement(database_, "SELECT * FROM hosts WHERE host = ?1");
+    if (!statement.ok()) {
+      return failure("read host " + host);
+    }
+    sqlite3_bind_text(statement.get(), 1, host.c_str(), -1, SQLITE_TRANSIENT);
+    int step = sqlite3_step(statement.get());
+    if (step == SQLITE_DONE) {
+      return std::optional<HostRecord>();
+    }
+    if (step != SQLITE_ROW) {
+      return failure("read host " + host);
+    }
+    return std::optional<HostRecord>(readRow(statement.get()));
+  }
+
+  Status save(const HostRecord& record) override {
+    std::lock_guard lock(mutex_);
+    Statement statement(database_,
+                        "INSERT OR REPLACE INTO hosts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+                        "?9, ?10)");
+    if (!statement.ok()) {
+      return failure("save host " + record.host);
+    }
+    sqlite3_stmt* s = statement.get();
+    sqlite3_bind_text(s, 1, record.host.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 2, record.names.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 3, record.key_type.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 4, record.serial.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 5, record.not_before);
+    sqlite3_bind_int64(s, 6, record.not_after);
+    sqlite3_bind_text(s, 7, record.fingerprint.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 8, record.deployed_fingerprint.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 9, record.last_result.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 10, record.last_attempt);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+      return failure("save host " + record.host);
+    }
+    return {};
+  }
+
+  Result<std::vector<HostRecord>> all() override {
+    std::lock_guard lock(mutex_);
+    Statement statement(database_, "SELECT * FROM hosts ORDER BY host");
+    if (!statement.ok()) {
+      return failure("list hosts");
+    }
+    std::vector<HostRecord> records;
+    int step = SQLITE_ROW;
+    while ((step = sqlite3_step(statement.get())) == SQLITE_ROW) {
+      records.push_back(readRow(statement.get()));
+    }
+    if (step != SQLITE_DONE) {
+      return failure("list hosts");
+    }
+    return records;
+  }
+
+ private:
+  class Statement {
+   public:
+    Statement(sqlite3* database, const char* sql) {
+      sqlite3_prepare_v2(database, sql, -1, &statement_, nullptr);
+    }
+    ~Statement() { sqlite3_finalize(statement_); }
+    Statement(const Statement&) = delete;
+    Statement& operator=(const Statement&) = delete;
+    bool ok() const { return statement_ != nullptr; }
+    sqlite3_stmt* get() const { return statement_; }
+
+   private:
+    sqlite3_stmt* statement_ = nullptr;
+  };
+
+  static std::string text(sqlite3_stmt* statement, int column) {
+    const unsigned char* value = sqlite3_column_text(statement, column);
+    return value != nullptr ? reinterpret_cast<const char*>(value) : "";
+  }
+
+  static HostRecord readRow(sqlite3_stmt* statement) {
+    HostRecord record;
+    record.host = text(statement, 0);
+    record.names = text(statement, 1);
+    record.key_type = text(statement, 2);
+    record.serial = text(statement, 3);
+    record.not_before = sqlite3_column_int64(statement, 4);
+    record.not_after = sqlite3_column_int64(statement, 5);
+    record.fingerprint = text(statement, 6);
+    record.deployed_fingerprint = text(statement, 7);
+    record.last_result = text(statement, 8);
+    record.last_attempt = sqlite3_column_int64(statement, 9);
+    return record;
+  }
+
+  Status failure(const std::string& what) const {
+    return internalError("state: " + what + ": " + sqlite3_errmsg(database_));
+  }
+
+  std::mutex mutex_;
+  sqlite3* database_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<StateStore>> openSqliteStateStore(const std::filesystem::path& directory) {
+  std::filesystem::path file = directory / "state.db";
+  sqlite3* database = nullptr;
+  int opened =
+      sqlite3_open_v2(file.c_str(), &database,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  if (opened != SQLITE_OK) {
+    std::string message = database != nullptr ? sqlite3_errmsg(database) : "out of memory";
+    sqlite3_close(database);
+    return unavailable("state: open " + file.string() + ": " + message);
+  }
+  sqlite3_busy_timeout(database, 10000);
+  char* error = nullptr;
+  if (sqlite3_exec(database, "PRAGMA journal_mode=WAL;", nullptr, nullptr, nullptr) != SQLITE_OK ||
+      sqlite3_exec(database, kSchema, nullptr, nullptr, &error) != SQLITE_OK) {
+    std::string message = error != nullptr ? error : sqlite3_errmsg(database);
+    sqlite3_free(error);
+    sqlite3_close(database);
+    return internalError("state: prepare " + file.string() + ": " + message);
+  }
+  return std::unique_ptr<StateStore>(std::make_unique<SqliteStateStore>(database));
+}
+
+}  // namespace certfleet
