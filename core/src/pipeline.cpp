@@ -60,6 +60,8 @@ class PipelineReader {
     std::smatch match;
     std::string rest = text;
     bool whole = std::regex_match(text, match, kReference) && match[1] != "var";
+    std::string match_kind = whole ? std::string(match[1]) : "";
+    std::string match_name = whole ? std::string(match[2]) : "";
     while (std::regex_search(rest, match, kReference)) {
       result.value += match.prefix();
       std::string kind = match[1];
@@ -95,7 +97,7 @@ class PipelineReader {
     }
     result.value += rest;
     result.from_secret_source = whole;
-    if (whole && looksSecret(result.value)) {
+    if (whole && mayHoldSecret(match_kind, match_name)) {
       logging::registerSecret(result.value);
     }
     return result;
@@ -156,10 +158,16 @@ class PipelineReader {
   }
 
  private:
-  // Paths and URLs come through ${env:...} too; blanking them out of logs would only
-  // make the logs useless.
-  static bool looksSecret(const std::string& value) {
-    return !value.empty() && value.front() != '/' && value.find("://") == std::string::npos;
+  // Which whole values get blanked out of every log line: anything read from a file, and
+  // variables whose name says secret. Ports, user names and paths come through ${env:...}
+  // too, and blanking those would make the logs useless.
+  static bool mayHoldSecret(const std::string& kind, const std::string& name) {
+    if (kind == "file") {
+      return true;
+    }
+    static const std::regex kSecretName("(SECRET|TOKEN|PASSWORD|PASS|KEY|AUTH|CREDENTIAL)",
+                                        std::regex::icase);
+    return std::regex_search(name, kSecretName);
   }
 
   fs::path file_;
