@@ -1,5 +1,8 @@
 #include "runner.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <ctime>
@@ -11,6 +14,7 @@
 #include "logging.hpp"
 #include "propagation.hpp"
 #include "renewal.hpp"
+#include <sys/file.h>
 
 namespace certfleet {
 namespace {
@@ -39,6 +43,39 @@ void forEachParallel(std::size_t count,
 void logCore(LogLevel level, const std::string& message) {
   logging::write(level, "", "", message);
 }
+
+// Holds an exclusive lock on the state directory for the whole run. The kernel drops it
+// when the process dies, however it dies, so a crashed run never blocks the next one.
+class RunLock {
+ public:
+  static Result<std::unique_ptr<RunLock>> acquire(const std::filesystem::path& directory) {
+    std::filesystem::path file = directory / "run.lock";
+    int descriptor = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (descriptor < 0) {
+      return unavailable("cannot open " + file.string());
+    }
+    if (::flock(descriptor, LOCK_EX | LOCK_NB) != 0) {
+      char holder[32] = {};
+      ssize_t length = ::pread(descriptor, holder, sizeof(holder) - 1, 0);
+      ::close(descriptor);
+      std::string pid = length > 0 ? std::string(holder, static_cast<std::size_t>(length)) : "?";
+      return failedPrecondition("another run (pid " + pid + ") holds " + file.string() +
+                                "; try again when it has finished");
+    }
+    std::string pid = std::to_string(::getpid());
+    if (::ftruncate(descriptor, 0) == 0) {
+      [[maybe_unused]] ssize_t written = ::pwrite(descriptor, pid.data(), pid.size(), 0);
+    }
+    return std::unique_ptr<RunLock>(new RunLock(descriptor));
+  }
+  ~RunLock() { ::close(descriptor_); }
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+
+ private:
+  explicit RunLock(int descriptor) : descriptor_(descriptor) {}
+  int descriptor_;
+};
 
 }  // namespace
 
@@ -171,6 +208,10 @@ Result<RunReport> Runner::run(const RunOptions& options) {
   Status private_state = makePrivateDirectory(pipeline_.state_directory);
   if (!private_state.ok()) {
     return private_state;
+  }
+  Result<std::unique_ptr<RunLock>> lock = RunLock::acquire(pipeline_.state_directory);
+  if (!lock.ok()) {
+    return lock.status();
   }
   Result<std::unique_ptr<StateStore>> state = openSqliteStateStore(pipeline_.state_directory);
   if (!state.ok()) {
