@@ -17,9 +17,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::set<std::string> kTopLevelKeys = {"version",      "name",      "state_dir",
-                                             "stages",       "hosts",     "propagation",
-                                             "environments", "variables", "run"};
+const std::set<std::string> kTopLevelKeys = {"version", "name",        "state_dir",    "stages",
+                                             "hosts",   "propagation", "environments", "variables",
+                                             "run",     "metrics_file"};
 const std::set<std::string> kStageBlockKeys = {"plugin", "ca_bundle", "settings"};
 const std::set<std::string> kHostKeys = {"address", "port", "user", "names", "key_type", "stages"};
 
@@ -418,6 +418,15 @@ Result<Pipeline> readPipeline(PipelineReader& reader,
   }
   // Each environment keeps its own state: a staging run never touches production's.
   pipeline.state_directory = state / (environment.empty() ? "default" : environment);
+
+  if (root["metrics_file"]) {
+    Result<std::string> value = reader.scalar(root["metrics_file"], "metrics_file");
+    if (!value.ok()) {
+      return value.status();
+    }
+    pipeline.metrics_file =
+        fs::path(*value).is_absolute() ? fs::path(*value) : file.parent_path() / *value;
+  }
 
   const YAML::Node& stages = root["stages"];
   if (!stages || !stages.IsMap()) {

@@ -41,6 +41,7 @@ struct Pipeline {
   std::string name;
   std::string environment;                // "" when none was chosen
   std::filesystem::path state_directory;  // already per environment
+  std::filesystem::path metrics_file;     // empty: metrics.prom in the state directory
   std::vector<StageConfig> stages;
   std::vector<HostConfig> hosts;
   PropagationConfig propagation;

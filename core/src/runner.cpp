@@ -12,6 +12,7 @@
 #include "certificate.hpp"
 #include "key_store.hpp"
 #include "logging.hpp"
+#include "metrics.hpp"
 #include "propagation.hpp"
 #include "renewal.hpp"
 #include <sys/file.h>
@@ -306,6 +307,20 @@ Result<RunReport> Runner::run(const RunOptions& options) {
       }
     }
     report.hosts.push_back(work->outcome);
+  }
+
+  Result<std::vector<HostRecord>> records = state_->all();
+  if (records.ok()) {
+    std::string text =
+        renderMetrics(pipeline_.name,
+                      pipeline_.environment.empty() ? "default" : pipeline_.environment, *records);
+    Status written =
+        writeMetrics(pipeline_.metrics_file.empty() ? pipeline_.state_directory / "metrics.prom"
+                                                    : pipeline_.metrics_file,
+                     text);
+    if (!written.ok()) {
+      logCore(LogLevel::kWarn, written.message());
+    }
   }
   return report;
 }
