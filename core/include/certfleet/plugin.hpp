@@ -123,9 +123,12 @@ class Settings {
     return invalidArgument(where(key) + ": " + prefix_ + ": " + message);
   }
 
-  std::string getOr(const std::string& key, std::string fallback) const {
+  std::string getOr(const std::string& key, const std::string& fallback) const {
     auto found = entries_.find(key);
-    return found != entries_.end() ? found->second.value : std::move(fallback);
+    if (found == entries_.end()) {
+      return fallback;
+    }
+    return found->second.value;
   }
 
   Result<std::string> require(const std::string& key) const {
