@@ -330,7 +330,7 @@ void Runner::issue(std::vector<HostWork*>& work) {
   Status account = ca_->prepareAccount();
   if (!account.ok()) {
     for (HostWork* host : work) {
-      host->fail(account.withContext("ca." + pipeline_.stage("ca")->plugin));
+      host->fail(account);
     }
     return;
   }
