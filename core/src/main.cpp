@@ -1,6 +1,7 @@
 // certfleet: issue and deploy one TLS certificate per server, centrally.
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -147,6 +148,9 @@ int showStatus(const certfleet::Pipeline& pipeline, bool json) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A peer that resets a connection must fail that host's step, not kill the whole run.
+  std::signal(SIGPIPE, SIG_IGN);
+
   std::string command;
   std::string pipeline_file;
   std::string environment;

@@ -401,7 +401,8 @@ class CERTFLEET_SDK_API Plugin {
   virtual ~Plugin() = default;
 
   // Called once, before any other call, with the stage's settings (without per-host
-  // overrides). Validates them; must not touch the network.
+  // overrides). Validates what is there; must not require a setting that hosts may
+  // supply (check those in checkHost); must not touch the network.
   virtual Status configure(const Settings& settings, Services& services) = 0;
 
   // Called by `check` for every host with its effective settings (stage settings plus
