@@ -49,7 +49,7 @@ struct RemoteFile {
 };
 
 std::string formatMode(std::uint32_t mode) {
-  char text[8];
+  char text[16];
   std::snprintf(text, sizeof(text), "%04o", mode);
   return text;
 }
