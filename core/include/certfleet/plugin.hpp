@@ -457,6 +457,15 @@ class CERTFLEET_SDK_API DeployPlugin : public Plugin {
   virtual Status deploy(const HostTarget& host,
                         const Settings& settings,
                         const CertificateBundle& bundle) = 0;
+
+  // Whether the host already holds exactly this key and chain where the settings say, so
+  // that a run can leave it alone (or redeploy a server that was rebuilt). Any error, such
+  // as the default kNotFound, means "cannot tell" and the core deploys.
+  virtual Result<bool> isInPlace(const HostTarget& /*host*/,
+                                 const Settings& /*settings*/,
+                                 const CertificateBundle& /*bundle*/) {
+    return notFound("this deploy plugin cannot compare files in place");
+  }
 };
 
 class CERTFLEET_SDK_API HookPlugin : public Plugin {
