@@ -11,6 +11,7 @@
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
+#include "interrupt.hpp"
 #include "key_store.hpp"
 #include "logging.hpp"
 #include "pipeline.hpp"
@@ -150,6 +151,7 @@ int showStatus(const certfleet::Pipeline& pipeline, bool json) {
 int main(int argc, char** argv) {
   // A peer that resets a connection must fail that host's step, not kill the whole run.
   std::signal(SIGPIPE, SIG_IGN);
+  certfleet::installInterruptHandlers();
 
   std::string command;
   std::string pipeline_file;
@@ -159,12 +161,15 @@ int main(int argc, char** argv) {
   std::vector<std::string> plugin_dirs;
   std::vector<std::string> only_hosts;
   bool force = false;
+  std::size_t parallel = 0;
 
   po::options_description options(kUsage);
   options.add_options()("help,h", "show this help")("version", "print the version")(
       "env,e", po::value(&environment), "environment of the pipeline to apply")(
       "force", po::bool_switch(&force), "renew every selected host now")(
       "host", po::value(&only_hosts), "only this host (repeatable)")(
+      "parallel", po::value(&parallel),
+      "hosts in flight at once (default: the pipeline's run.parallel, 8)")(
       "plugin-dir", po::value(&plugin_dirs), "also look for plugins here (repeatable)")(
       "output,o", po::value(&output)->default_value("text"), "text or json")(
       "log-level", po::value(&log_level)->default_value("info"),
@@ -224,6 +229,9 @@ int main(int argc, char** argv) {
   }
   if (command == "status") {
     return showStatus(*pipeline, output == "json");
+  }
+  if (parallel > 0) {
+    pipeline->parallel = parallel;
   }
 
   auto runner = certfleet::Runner::create(std::move(*pipeline), loader);

@@ -493,7 +493,7 @@ Result<Pipeline> readPipeline(PipelineReader& reader,
     if (!run.IsMap()) {
       return reader.error(run, "'run' must be a map");
     }
-    Status allowed = reader.checkKeys(run, {"timeout", "parallel"}, "'run'");
+    Status allowed = reader.checkKeys(run, {"timeout", "parallel", "check_in_place"}, "'run'");
     if (!allowed.ok()) {
       return allowed;
     }
@@ -507,6 +507,16 @@ Result<Pipeline> readPipeline(PipelineReader& reader,
         return reader.error(run["timeout"], "timeout must be a duration such as 30m");
       }
       pipeline.run_timeout = *parsed;
+    }
+    if (run["check_in_place"]) {
+      Result<std::string> value = reader.scalar(run["check_in_place"], "check_in_place");
+      if (!value.ok()) {
+        return value.status();
+      }
+      if (*value != "true" && *value != "false") {
+        return reader.error(run["check_in_place"], "check_in_place must be true or false");
+      }
+      pipeline.check_in_place = *value == "true";
     }
     if (run["parallel"]) {
       Result<std::string> value = reader.scalar(run["parallel"], "parallel");

@@ -47,6 +47,7 @@ struct Pipeline {
   PropagationConfig propagation;
   std::chrono::milliseconds run_timeout{std::chrono::minutes(30)};
   std::size_t parallel = 8;
+  bool check_in_place = true;  // compare each host's files with its current pair
 
   const StageConfig* stage(const std::string& key) const;
   const HostConfig* host(const std::string& name) const;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "certificate.hpp"
+#include "interrupt.hpp"
 #include "key_store.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
@@ -220,6 +221,7 @@ Result<RunReport> Runner::run(const RunOptions& options) {
   }
   state_ = std::move(*state);
   KeyStore keys(pipeline_.state_directory);
+  removeLeftoverRecords();
   std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
 
   for (const std::string& wanted : options.only_hosts) {
@@ -287,8 +289,35 @@ Result<RunReport> Runner::run(const RunOptions& options) {
     }
   }
 
-  forEachParallel(to_deploy.size(), pipeline_.parallel,
-                  [&](std::size_t index) { deploy(*to_deploy[index]); });
+  // Hosts with nothing to issue are compared with what they hold: a rebuilt server gets
+  // its current pair back, and a host already holding it is not touched.
+  std::vector<HostWork*> to_compare;
+  for (auto& work : all_work) {
+    if (!work->failed && !work->decision.issue && pipeline_.check_in_place) {
+      to_compare.push_back(work.get());
+    }
+  }
+  std::vector<char> needs_deploy(to_compare.size(), 0);
+  forEachParallel(to_compare.size(), pipeline_.parallel, [&](std::size_t index) {
+    needs_deploy[index] = inPlaceVerdict(*to_compare[index]) ? 0 : 1;
+  });
+  for (std::size_t i = 0; i < to_compare.size(); ++i) {
+    bool listed = std::find(to_deploy.begin(), to_deploy.end(), to_compare[i]) != to_deploy.end();
+    if (needs_deploy[i] != 0 && !listed) {
+      to_compare[i]->decision.deploy = true;
+      to_deploy.push_back(to_compare[i]);
+    } else if (needs_deploy[i] == 0 && listed) {
+      to_deploy.erase(std::find(to_deploy.begin(), to_deploy.end(), to_compare[i]));
+    }
+  }
+
+  forEachParallel(to_deploy.size(), pipeline_.parallel, [&](std::size_t index) {
+    if (interrupted()) {
+      to_deploy[index]->fail(deadlineExceeded("interrupted before the deploy started"));
+      return;
+    }
+    deploy(*to_deploy[index]);
+  });
 
   RunReport report;
   for (auto& work : all_work) {
@@ -340,6 +369,10 @@ void Runner::issue(std::vector<HostWork*>& work) {
   forEachParallel(work.size(), pipeline_.parallel, [&](std::size_t index) {
     HostWork& host = *work[index];
     logging::HostScope scope(host.host->target.name);
+    if (interrupted()) {
+      host.fail(deadlineExceeded("interrupted before the order was placed"));
+      return;
+    }
     Result<Secret> key = key_->generateKey(host.host->key_type);
     if (!key.ok()) {
       host.fail(key.status());
@@ -356,7 +389,7 @@ void Runner::issue(std::vector<HostWork*>& work) {
       return;
     }
     host.csr_pem = std::move(*csr);
-    Result<Order> order = ca_->newOrder(host.host->target.names);
+    Result<Order> order = ca_->newOrder(host.host->target.names, "");
     if (!order.ok()) {
       host.fail(order.status());
       return;
@@ -364,8 +397,9 @@ void Runner::issue(std::vector<HostWork*>& work) {
     host.order = std::move(*order);
   });
 
-  // One batch of TXT records for every host; removed whatever happens next.
-  std::vector<TxtRecord> presented;
+  // One batch of TXT records for every host. Each is written down in the state before it
+  // is presented and removed whatever happens next, also when a failed request may have
+  // added part of it; a run killed in between leaves the list for the next run.
   std::vector<TxtRecord> batch;
   for (HostWork* host : work) {
     if (!host->failed) {
@@ -373,19 +407,42 @@ void Runner::issue(std::vector<HostWork*>& work) {
       batch.insert(batch.end(), records.begin(), records.end());
     }
   }
+  if (!batch.empty()) {
+    Status remembered = state_->rememberRecords(batch);
+    if (!remembered.ok()) {
+      for (HostWork* host : work) {
+        host->fail(remembered);
+      }
+      return;
+    }
+  }
   struct Cleanup {
     DnsPlugin* dns;
-    std::vector<TxtRecord>& records;
+    StateStore* state;
+    const std::vector<TxtRecord>& records;
     ~Cleanup() {
-      if (!records.empty()) {
-        Status removed = dns->cleanup(records);
-        if (!removed.ok()) {
-          logCore(LogLevel::kError, "dns cleanup: " + removed.message());
-        }
+      if (records.empty()) {
+        return;
+      }
+      Status removed = dns->cleanup(records);
+      if (!removed.ok()) {
+        logCore(LogLevel::kError, "dns cleanup, the next run retries: " + removed.message());
+        return;
+      }
+      Status forgotten = state->forgetRecords(records);
+      if (!forgotten.ok()) {
+        logCore(LogLevel::kWarn, forgotten.message());
       }
     }
-  } cleanup{dns_, presented};
+  } cleanup{dns_, state_.get(), batch};
 
+  std::vector<TxtRecord> presented;
+  if (!batch.empty() && interrupted()) {
+    for (HostWork* host : work) {
+      host->fail(deadlineExceeded("interrupted before the challenges were presented"));
+    }
+    return;
+  }
   if (!batch.empty()) {
     Status added = dns_->present(batch);
     if (added.ok()) {
@@ -508,6 +565,52 @@ void Runner::issue(std::vector<HostWork*>& work) {
     host.outcome.not_after = info->not_after;
     logCore(LogLevel::kInfo, "issued serial " + info->serial);
   });
+}
+
+void Runner::removeLeftoverRecords() {
+  Result<std::vector<TxtRecord>> leftovers = state_->rememberedRecords();
+  if (!leftovers.ok() || leftovers->empty()) {
+    return;
+  }
+  logCore(LogLevel::kWarn, "removing " + std::to_string(leftovers->size()) +
+                               " DNS-01 record(s) left by an interrupted run");
+  Status removed = dns_->cleanup(*leftovers);
+  if (!removed.ok()) {
+    logCore(LogLevel::kError, "dns cleanup of leftovers: " + removed.message());
+    return;
+  }
+  Status forgotten = state_->forgetRecords(*leftovers);
+  if (!forgotten.ok()) {
+    logCore(LogLevel::kWarn, forgotten.message());
+  }
+}
+
+bool Runner::inPlaceVerdict(HostWork& work) {
+  logging::HostScope scope(work.host->target.name);
+  KeyStore keys(pipeline_.state_directory);
+  Result<std::optional<CertificateBundle>> current = keys.current(work.host->target.name);
+  if (!current.ok() || !current->has_value()) {
+    return false;
+  }
+  Result<bool> in_place = deploy_->isInPlace(
+      work.host->target, pipeline_.settingsFor(*pipeline_.stage("deploy"), *work.host), **current);
+  if (!in_place.ok()) {
+    // Cannot tell: a host whose deploy is due gets it; one that is up to date is trusted.
+    if (in_place.status().code() != StatusCode::kNotFound) {
+      logCore(LogLevel::kWarn, "cannot compare the deployed files: " + in_place.status().message());
+    }
+    return !work.decision.deploy;
+  }
+  if (*in_place && work.decision.deploy && work.record) {
+    // Already there (a deploy whose confirmation was lost): record it, touch nothing.
+    work.record->deployed_fingerprint = work.record->fingerprint;
+    work.outcome.detail = "already in place";
+  }
+  if (!*in_place) {
+    logCore(LogLevel::kInfo, "host does not hold its current pair: deploying it");
+    work.outcome.detail = "host does not hold its current pair";
+  }
+  return *in_place;
 }
 
 Status Runner::deployAndConfirm(const HostWork& work, const CertificateBundle& bundle) {

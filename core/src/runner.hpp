@@ -55,6 +55,10 @@ class Runner {
   explicit Runner(Pipeline pipeline);
 
   void issue(std::vector<HostWork*>& work);
+  void removeLeftoverRecords();
+  // True when the host holds its current pair (or, for a host not due, when it cannot be
+  // told); false when it must be deployed.
+  bool inPlaceVerdict(HostWork& work);
   void deploy(HostWork& work);
   Status deployAndConfirm(const HostWork& work, const CertificateBundle& bundle);
 

@@ -2,6 +2,7 @@
 
 #include <system_error>
 
+#include "interrupt.hpp"
 #include <sys/stat.h>
 
 namespace certfleet {
@@ -23,6 +24,10 @@ void CoreServices::log(LogLevel level, std::string_view message) {
 
 Result<HttpResponse> CoreServices::http(const HttpRequest& request) {
   return http_.send(request);
+}
+
+std::chrono::steady_clock::time_point CoreServices::deadline() {
+  return interrupted() ? std::chrono::steady_clock::now() : deadline_;
 }
 
 std::string CoreServices::stateDirectory() {

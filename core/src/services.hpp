@@ -26,7 +26,8 @@ class CoreServices final : public Services {
   void log(LogLevel level, std::string_view message) override;
   Result<HttpResponse> http(const HttpRequest& request) override;
   std::string stateDirectory() override;
-  std::chrono::steady_clock::time_point deadline() override { return deadline_; }
+  // Reached at once when the run is interrupted, so long polls stop.
+  std::chrono::steady_clock::time_point deadline() override;
 
  private:
   std::string stage_;

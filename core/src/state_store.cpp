@@ -20,6 +20,11 @@ CREATE TABLE IF NOT EXISTS hosts (
   last_result TEXT NOT NULL,
   last_attempt INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS presented_records (
+  fqdn TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (fqdn, value)
+);
 )sql";
 
 class SqliteStateStore final : public StateStore {
@@ -88,7 +93,57 @@ class SqliteStateStore final : public StateStore {
     return records;
   }
 
+  Status rememberRecords(const std::vector<TxtRecord>& records) override {
+    return changeRecords(records, "INSERT OR IGNORE INTO presented_records VALUES (?1, ?2)");
+  }
+
+  Status forgetRecords(const std::vector<TxtRecord>& records) override {
+    return changeRecords(records, "DELETE FROM presented_records WHERE fqdn = ?1 AND value = ?2");
+  }
+
+  Result<std::vector<TxtRecord>> rememberedRecords() override {
+    std::lock_guard lock(mutex_);
+    Statement statement(database_, "SELECT fqdn, value FROM presented_records ORDER BY fqdn");
+    if (!statement.ok()) {
+      return failure("list presented records");
+    }
+    std::vector<TxtRecord> records;
+    int step = SQLITE_ROW;
+    while ((step = sqlite3_step(statement.get())) == SQLITE_ROW) {
+      records.push_back({text(statement.get(), 0), text(statement.get(), 1)});
+    }
+    if (step != SQLITE_DONE) {
+      return failure("list presented records");
+    }
+    return records;
+  }
+
  private:
+  // One transaction for the whole batch: hundreds of records cost one fsync, not hundreds.
+  Status changeRecords(const std::vector<TxtRecord>& records, const char* sql) {
+    std::lock_guard lock(mutex_);
+    if (sqlite3_exec(database_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return failure("begin");
+    }
+    Statement statement(database_, sql);
+    bool ok = statement.ok();
+    for (std::size_t i = 0; ok && i < records.size(); ++i) {
+      sqlite3_reset(statement.get());
+      sqlite3_bind_text(statement.get(), 1, records[i].fqdn.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(statement.get(), 2, records[i].value.c_str(), -1, SQLITE_TRANSIENT);
+      ok = sqlite3_step(statement.get()) == SQLITE_DONE;
+    }
+    if (!ok) {
+      Status error = failure("record presented records");
+      sqlite3_exec(database_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return error;
+    }
+    if (sqlite3_exec(database_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return failure("commit");
+    }
+    return {};
+  }
+
   class Statement {
    public:
     Statement(sqlite3* database, const char* sql) {

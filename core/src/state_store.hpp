@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "certfleet/status.hpp"
+#include "certfleet/plugin.hpp"
 
 namespace certfleet {
 
@@ -33,6 +33,12 @@ class StateStore {
   virtual Result<std::optional<HostRecord>> find(const std::string& host) = 0;
   virtual Status save(const HostRecord& record) = 0;
   virtual Result<std::vector<HostRecord>> all() = 0;
+
+  // DNS-01 records are written down before they are presented and forgotten once they
+  // are removed, so that a run killed in between has its records removed by the next.
+  virtual Status rememberRecords(const std::vector<TxtRecord>& records) = 0;
+  virtual Status forgetRecords(const std::vector<TxtRecord>& records) = 0;
+  virtual Result<std::vector<TxtRecord>> rememberedRecords() = 0;
 };
 
 // SQLite in `<state_directory>/state.db`; each save is one transaction.
