@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <mutex>
 #include <vector>
@@ -19,6 +20,12 @@ std::vector<std::string>& secrets() {
   return values;
 }
 thread_local std::string t_host;
+std::string g_status_line;
+const bool g_terminal = ::isatty(STDERR_FILENO) == 1 && std::getenv("TERM") != nullptr &&
+                        std::string_view(std::getenv("TERM")) != "dumb";
+
+// Moves to the start of the line and clears it.
+constexpr const char* kClearLine = "\r\033[K";
 
 const char* levelName(LogLevel level) {
   switch (level) {
@@ -90,6 +97,21 @@ const std::string& currentHost() {
   return t_host;
 }
 
+bool statusLineEnabled() {
+  return g_terminal;
+}
+
+void setStatusLine(const std::string& text) {
+  if (!g_terminal) {
+    return;
+  }
+  std::lock_guard lock(g_mutex);
+  g_status_line = text;
+  std::string out = kClearLine + text;
+  std::fwrite(out.data(), 1, out.size(), stderr);
+  std::fflush(stderr);
+}
+
 void write(LogLevel record_level,
            std::string_view stage,
            std::string_view plugin,
@@ -114,6 +136,9 @@ void write(LogLevel record_level,
   line = redact(line);
   line += '\n';
   std::lock_guard lock(g_mutex);
+  if (g_terminal && !g_status_line.empty()) {
+    line = kClearLine + line + g_status_line;
+  }
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 

@@ -30,6 +30,11 @@ class HostScope {
 };
 const std::string& currentHost();
 
+// On a terminal, one status line stays below the log records and is redrawn in place;
+// elsewhere it is ignored, so piped output stays plain timestamped lines.
+bool statusLineEnabled();
+void setStatusLine(const std::string& text);
+
 void write(LogLevel level,
            std::string_view stage,
            std::string_view plugin,

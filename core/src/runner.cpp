@@ -7,6 +7,9 @@
 #include <atomic>
 #include <ctime>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "certificate.hpp"
@@ -81,6 +84,64 @@ class RunLock {
 
 }  // namespace
 
+// The live line on a terminal: hosts done, failed, and the stage of each in flight.
+class Progress {
+ public:
+  explicit Progress(std::size_t total) : total_(total) {}
+
+  void stage(const std::string& host, const char* stage) {
+    if (!logging::statusLineEnabled()) {
+      return;
+    }
+    std::lock_guard lock(mutex_);
+    in_flight_[host] = stage;
+    redraw();
+  }
+
+  void finish(const std::string& host, bool ok) {
+    std::lock_guard lock(mutex_);
+    if (!finished_.insert(host).second) {
+      return;
+    }
+    in_flight_.erase(host);
+    ok ? ++done_ : ++failed_;
+    if (logging::statusLineEnabled()) {
+      redraw();
+    }
+  }
+
+  void close() {
+    if (logging::statusLineEnabled()) {
+      logging::setStatusLine("");
+    }
+  }
+
+ private:
+  void redraw() {
+    std::string line = "[certfleet] " + std::to_string(done_) + "/" + std::to_string(total_) +
+                       " done, " + std::to_string(failed_) + " failed, " +
+                       std::to_string(in_flight_.size()) + " in flight";
+    std::size_t shown = 0;
+    for (const auto& [host, stage] : in_flight_) {
+      std::string entry = (shown == 0 ? ": " : ", ") + host + " " + stage;
+      if (line.size() + entry.size() > 90) {
+        line += ", ...";
+        break;
+      }
+      line += entry;
+      ++shown;
+    }
+    logging::setStatusLine(line);
+  }
+
+  std::mutex mutex_;
+  std::size_t total_;
+  std::size_t done_ = 0;
+  std::size_t failed_ = 0;
+  std::map<std::string, std::string> in_flight_;
+  std::set<std::string> finished_;
+};
+
 struct Runner::HostWork {
   const HostConfig* host = nullptr;
   RenewalDecision decision;
@@ -91,7 +152,12 @@ struct Runner::HostWork {
   std::string csr_pem;
   Order order;
 
+  Progress* progress = nullptr;
+
+  void stage(const char* name) const { progress->stage(host->target.name, name); }
+
   void fail(const Status& status) {
+    progress->finish(host->target.name, false);
     failed = true;
     outcome.result = HostOutcome::Result::kFailed;
     outcome.detail = logging::redact(status.message());
@@ -231,6 +297,8 @@ Result<RunReport> Runner::run(const RunOptions& options) {
   }
 
   // Decide per host.
+  progress_ = std::make_unique<Progress>(options.only_hosts.empty() ? pipeline_.hosts.size()
+                                                                    : options.only_hosts.size());
   std::vector<std::unique_ptr<HostWork>> all_work;
   for (const HostConfig& host : pipeline_.hosts) {
     if (!options.only_hosts.empty() &&
@@ -240,6 +308,7 @@ Result<RunReport> Runner::run(const RunOptions& options) {
     }
     auto work = std::make_unique<HostWork>();
     work->host = &host;
+    work->progress = progress_.get();
     work->outcome.host = host.target.name;
     Status recovered = keys.recover(host.target.name);
     Result<std::optional<HostRecord>> record = state_->find(host.target.name);
@@ -260,6 +329,9 @@ Result<RunReport> Runner::run(const RunOptions& options) {
     logCore(LogLevel::kInfo, work->decision.issue    ? "due: " + work->decision.reason
                              : work->decision.deploy ? "deploy due: " + work->decision.reason
                                                      : "not due: " + work->decision.reason);
+    if (!work->decision.issue && !work->decision.deploy) {
+      progress_->finish(host.target.name, true);
+    }
     all_work.push_back(std::move(work));
   }
 
@@ -319,6 +391,7 @@ Result<RunReport> Runner::run(const RunOptions& options) {
     deploy(*to_deploy[index]);
   });
 
+  progress_->close();
   RunReport report;
   for (auto& work : all_work) {
     if (work->decision.issue || work->decision.deploy || work->failed) {
@@ -373,6 +446,7 @@ void Runner::issue(std::vector<HostWork*>& work) {
       host.fail(deadlineExceeded("interrupted before the order was placed"));
       return;
     }
+    host.stage("order");
     Result<Secret> key = key_->generateKey(host.host->key_type);
     if (!key.ok()) {
       host.fail(key.status());
@@ -389,7 +463,7 @@ void Runner::issue(std::vector<HostWork*>& work) {
       return;
     }
     host.csr_pem = std::move(*csr);
-    Result<Order> order = ca_->newOrder(host.host->target.names, "");
+    Result<Order> order = ca_->newOrder(host.host->target.names);
     if (!order.ok()) {
       host.fail(order.status());
       return;
@@ -503,6 +577,7 @@ void Runner::issue(std::vector<HostWork*>& work) {
       return;
     }
     logging::HostScope scope(host.host->target.name);
+    host.stage("challenge");
     for (const Authorization& authorization : host.order.authorizations) {
       if (authorization.already_valid) {
         continue;
@@ -523,6 +598,7 @@ void Runner::issue(std::vector<HostWork*>& work) {
         return;
       }
     }
+    host.stage("finalize");
     Result<std::string> chain = ca_->finalize(host.order, host.csr_pem);
     if (!chain.ok()) {
       host.fail(chain.status());
@@ -621,6 +697,7 @@ Status Runner::deployAndConfirm(const HostWork& work, const CertificateBundle& b
     return deployed;
   }
   if (reload_ != nullptr) {
+    work.stage("reload");
     Status reloaded =
         reload_->run(host.target, pipeline_.settingsFor(*pipeline_.stage("reload"), host), bundle);
     if (!reloaded.ok()) {
@@ -628,6 +705,7 @@ Status Runner::deployAndConfirm(const HostWork& work, const CertificateBundle& b
     }
   }
   if (verify_ != nullptr) {
+    work.stage("verify");
     Status verified =
         verify_->run(host.target, pipeline_.settingsFor(*pipeline_.stage("verify"), host), bundle);
     if (!verified.ok()) {
@@ -683,6 +761,7 @@ void Runner::deploy(HostWork& work) {
     work.outcome.result = HostOutcome::Result::kDeployed;
   }
   logCore(LogLevel::kInfo, "deployed serial " + info->serial + " and confirmed it is served");
+  work.progress->finish(work.host->target.name, true);
 }
 
 }  // namespace certfleet

@@ -13,6 +13,8 @@
 
 namespace certfleet {
 
+class Progress;
+
 struct RunOptions {
   bool force = false;
   std::vector<std::string> only_hosts;  // empty: every host
@@ -74,6 +76,7 @@ class Runner {
   HookPlugin* reload_ = nullptr;
   HookPlugin* verify_ = nullptr;
   std::unique_ptr<StateStore> state_;
+  std::unique_ptr<Progress> progress_;
 };
 
 }  // namespace certfleet
