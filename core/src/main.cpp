@@ -113,8 +113,8 @@ int showStatus(const certfleet::Pipeline& pipeline, bool json) {
   }
   nlohmann::json rows = nlohmann::json::array();
   if (!json) {
-    std::printf("%-16s %-17s %-17s %-9s %s\n", "HOST", "NOT AFTER", "RENEWS AT", "DEPLOYED",
-                "LAST RESULT");
+    std::printf("%-12s %-28s %-17s %-17s %-9s %s\n", "HOST", "NAMES", "NOT AFTER", "RENEWS AT",
+                "DEPLOYED", "LAST RESULT");
   }
   for (const auto& host : pipeline.hosts) {
     auto record = (*store)->find(host.target.name);
@@ -136,9 +136,15 @@ int showStatus(const certfleet::Pipeline& pipeline, bool json) {
                       {"last_attempt", row.last_attempt}});
       continue;
     }
-    std::printf("%-16s %-17s %-17s %-9s %s\n", host.target.name.c_str(),
+    std::string names = certfleet::joinNames(host.target.names);
+    if (names.size() > 28) {
+      names = names.substr(0, 25) + "...";
+    }
+    std::string last =
+        row.last_result.empty() ? "-" : row.last_result + " (" + formatTime(row.last_attempt) + ")";
+    std::printf("%-12s %-28s %-17s %-17s %-9s %s\n", host.target.name.c_str(), names.c_str(),
                 formatTime(row.not_after).c_str(), formatTime(renew_at).c_str(),
-                deployed ? "yes" : "no", row.last_result.empty() ? "-" : row.last_result.c_str());
+                deployed ? "yes" : "no", last.c_str());
   }
   if (json) {
     std::cout << nlohmann::json{{"hosts", rows}}.dump(2) << "\n";
