@@ -105,7 +105,7 @@ Status makePrivateDirectory(const fs::path& path) {
   return {};
 }
 
-KeyStore::KeyStore(fs::path state_directory) : root_(std::move(state_directory) / "hosts") {}
+KeyStore::KeyStore(const fs::path& state_directory) : root_(state_directory / "hosts") {}
 
 fs::path KeyStore::hostDirectory(const std::string& host) const {
   return root_ / host;

@@ -33,7 +33,7 @@ Status makePrivateDirectory(const std::filesystem::path& path);
 
 class KeyStore {
  public:
-  explicit KeyStore(std::filesystem::path state_directory);
+  explicit KeyStore(const std::filesystem::path& state_directory);
 
   // Keeps a freshly generated key before anything is ordered with it.
   Status savePendingKey(const std::string& host, const Secret& key_pem);

@@ -55,7 +55,7 @@ class PipelineReader {
   // value that is exactly one env or file reference counts as coming from a secret source.
   Result<Interpolated> interpolate(const YAML::Node& node) const {
     static const std::regex kReference(R"(\$\{(env|file|var):([^}]+)\})");
-    std::string text = node.Scalar();
+    const std::string& text = node.Scalar();
     Interpolated result;
     std::smatch match;
     std::string rest = text;

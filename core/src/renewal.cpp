@@ -4,7 +4,7 @@ namespace certfleet {
 
 std::int64_t renewalMoment(std::int64_t not_before, std::int64_t not_after) {
   std::int64_t lifetime = not_after - not_before;
-  constexpr std::int64_t kTenDays = 10 * 24 * 3600;
+  constexpr std::int64_t kTenDays = std::int64_t{10} * 24 * 3600;
   std::int64_t keep = lifetime < kTenDays ? lifetime / 2 : lifetime / 3;
   return not_after - keep;
 }
