@@ -30,24 +30,51 @@ RenewalDecision decideRenewal(const HostConfig& host,
     return decision;
   };
 
-  if (!record || record->fingerprint.empty()) {
-    return issue(force ? "forced" : "no certificate yet");
-  }
-  decision.renew_at = renewalMoment(record->not_before, record->not_after);
   if (force) {
+    if (record && !record->fingerprint.empty()) {
+      decision.renew_at = renewalMoment(record->not_before, record->not_after);
+    }
     return issue("forced");
   }
+  // A failed issuance is not retried on every run: the CA counts failed orders and
+  // duplicate certificates against the account.
+  bool backing_off = record && record->next_attempt > now;
+  std::string backoff_reason =
+      backing_off ? "backing off after " + std::to_string(record->failures) +
+                        " failed issuance(s) until " + std::to_string(record->next_attempt)
+                  : "";
+  auto issueUnlessBackingOff = [&](std::string reason) {
+    if (!backing_off) {
+      return issue(std::move(reason));
+    }
+    decision.reason = reason + ", but " + backoff_reason;
+    return decision;
+  };
+
+  if (!record || record->fingerprint.empty()) {
+    return issueUnlessBackingOff("no certificate yet");
+  }
+  bool by_ari = record->ari_renew_at != 0;
+  decision.renew_at =
+      by_ari ? record->ari_renew_at : renewalMoment(record->not_before, record->not_after);
+  if (record->revoked) {
+    return issueUnlessBackingOff("the certificate was revoked");
+  }
   if (!has_current_pair) {
-    return issue("key or chain missing from the key store");
+    return issueUnlessBackingOff("key or chain missing from the key store");
   }
   if (record->names != joinNames(host.target.names)) {
-    return issue("names changed");
+    return issueUnlessBackingOff("names changed");
   }
   if (record->key_type != keyTypeName(host.key_type)) {
-    return issue("key type changed");
+    return issueUnlessBackingOff("key type changed");
+  }
+  if (now >= record->not_after) {
+    return issueUnlessBackingOff("expired");
   }
   if (now >= decision.renew_at) {
-    return issue(now >= record->not_after ? "expired" : "inside the renewal window");
+    return issueUnlessBackingOff(by_ari ? "inside the CA's renewal window (ARI)"
+                                        : "a third of the lifetime left");
   }
   if (record->deployed_fingerprint != record->fingerprint) {
     decision.deploy = true;

@@ -24,6 +24,17 @@
 namespace certfleet {
 namespace {
 
+// Ten minutes after the first failed issuance, doubling up to a day.
+std::int64_t issuanceBackoff(std::int64_t failures) {
+  constexpr std::int64_t kFirst = 600;
+  constexpr std::int64_t kLongest = 86400;
+  std::int64_t delay = kFirst;
+  for (std::int64_t i = 1; i < failures && delay < kLongest; ++i) {
+    delay *= 2;
+  }
+  return std::min(delay, kLongest);
+}
+
 // Runs work(0..count-1) on up to `parallel` threads.
 void forEachParallel(std::size_t count,
                      std::size_t parallel,
@@ -148,6 +159,7 @@ struct Runner::HostWork {
   std::optional<HostRecord> record;
   HostOutcome outcome;
   bool failed = false;
+  bool issued = false;
   // Issuance
   std::string csr_pem;
   Order order;
@@ -403,6 +415,10 @@ Result<RunReport> Runner::run(const RunOptions& options) {
       }
       record.last_result = work->failed ? work->outcome.detail : "ok";
       record.last_attempt = now;
+      if (work->decision.issue && !work->issued) {
+        record.failures += 1;
+        record.next_attempt = now + issuanceBackoff(record.failures);
+      }
       Status saved = state_->save(record);
       if (!saved.ok()) {
         work->fail(saved);
@@ -630,6 +646,12 @@ void Runner::issue(std::vector<HostWork*>& work) {
     record.fingerprint = info->fingerprint;
     record.last_result = "issued";
     record.last_attempt = static_cast<std::int64_t>(std::time(nullptr));
+    // A new certificate: no backoff, no revocation, and its ARI window is still unknown.
+    record.failures = 0;
+    record.next_attempt = 0;
+    record.revoked = false;
+    record.ari_renew_at = 0;
+    record.ari_next_check = 0;
     Status saved = state_->save(record);
     if (!saved.ok()) {
       host.fail(saved);
@@ -637,6 +659,7 @@ void Runner::issue(std::vector<HostWork*>& work) {
     }
     host.record = record;
     host.outcome.result = HostOutcome::Result::kIssued;
+    host.issued = true;
     host.outcome.serial = info->serial;
     host.outcome.not_after = info->not_after;
     logCore(LogLevel::kInfo, "issued serial " + info->serial);

@@ -7,6 +7,14 @@
 namespace certfleet {
 namespace {
 
+#define COLUMNS                                                                               \
+  "host, names, key_type, serial, not_before, not_after, fingerprint, deployed_fingerprint, " \
+  "last_result, last_attempt, ari_renew_at, ari_next_check, failures, next_attempt, revoked"
+
+// Columns added after the first layout; a database from an older certfleet gains them.
+constexpr const char* kAddedColumns[] = {"ari_renew_at", "ari_next_check", "failures",
+                                         "next_attempt", "revoked"};
+
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS hosts (
   host TEXT PRIMARY KEY,
@@ -36,7 +44,7 @@ class SqliteStateStore final : public StateStore {
 
   Result<std::optional<HostRecord>> find(const std::string& host) override {
     std::lock_guard lock(mutex_);
-    Statement statement(database_, "SELECT * FROM hosts WHERE host = ?1");
+    Statement statement(database_, "SELECT " COLUMNS " FROM hosts WHERE host = ?1");
     if (!statement.ok()) {
       return failure("read host " + host);
     }
@@ -54,8 +62,11 @@ class SqliteStateStore final : public StateStore {
   Status save(const HostRecord& record) override {
     std::lock_guard lock(mutex_);
     Statement statement(database_,
-                        "INSERT OR REPLACE INTO hosts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-                        "?9, ?10)");
+                        "INSERT OR REPLACE INTO hosts (host, names, key_type, serial, "
+                        "not_before, not_after, fingerprint, deployed_fingerprint, last_result, "
+                        "last_attempt, ari_renew_at, ari_next_check, failures, next_attempt, "
+                        "revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
+                        "?14, ?15)");
     if (!statement.ok()) {
       return failure("save host " + record.host);
     }
@@ -70,6 +81,11 @@ class SqliteStateStore final : public StateStore {
     sqlite3_bind_text(s, 8, record.deployed_fingerprint.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 9, record.last_result.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 10, record.last_attempt);
+    sqlite3_bind_int64(s, 11, record.ari_renew_at);
+    sqlite3_bind_int64(s, 12, record.ari_next_check);
+    sqlite3_bind_int64(s, 13, record.failures);
+    sqlite3_bind_int64(s, 14, record.next_attempt);
+    sqlite3_bind_int64(s, 15, record.revoked ? 1 : 0);
     if (sqlite3_step(s) != SQLITE_DONE) {
       return failure("save host " + record.host);
     }
@@ -78,7 +94,7 @@ class SqliteStateStore final : public StateStore {
 
   Result<std::vector<HostRecord>> all() override {
     std::lock_guard lock(mutex_);
-    Statement statement(database_, "SELECT * FROM hosts ORDER BY host");
+    Statement statement(database_, "SELECT " COLUMNS " FROM hosts ORDER BY host");
     if (!statement.ok()) {
       return failure("list hosts");
     }
@@ -176,6 +192,11 @@ class SqliteStateStore final : public StateStore {
     record.deployed_fingerprint = text(statement, 7);
     record.last_result = text(statement, 8);
     record.last_attempt = sqlite3_column_int64(statement, 9);
+    record.ari_renew_at = sqlite3_column_int64(statement, 10);
+    record.ari_next_check = sqlite3_column_int64(statement, 11);
+    record.failures = sqlite3_column_int64(statement, 12);
+    record.next_attempt = sqlite3_column_int64(statement, 13);
+    record.revoked = sqlite3_column_int64(statement, 14) != 0;
     return record;
   }
 
@@ -208,6 +229,12 @@ Result<std::unique_ptr<StateStore>> openSqliteStateStore(const std::filesystem::
     sqlite3_free(error);
     sqlite3_close(database);
     return internalError("state: prepare " + file.string() + ": " + message);
+  }
+  for (const char* column : kAddedColumns) {
+    std::string add =
+        std::string("ALTER TABLE hosts ADD COLUMN ") + column + " INTEGER NOT NULL DEFAULT 0";
+    // Fails with "duplicate column" once the column exists, which is the normal case.
+    sqlite3_exec(database, add.c_str(), nullptr, nullptr, nullptr);
   }
   return std::unique_ptr<StateStore>(std::make_unique<SqliteStateStore>(database));
 }

@@ -25,6 +25,13 @@ struct HostRecord {
   std::string deployed_fingerprint;  // what the host was last confirmed to serve
   std::string last_result;           // "ok" or the failure
   std::int64_t last_attempt = 0;
+  // ACME Renewal Information: the moment picked inside the CA's window, and when to ask
+  // again; both 0 when the CA offers none.
+  std::int64_t ari_renew_at = 0;
+  std::int64_t ari_next_check = 0;
+  std::int64_t failures = 0;      // issuance failures in a row
+  std::int64_t next_attempt = 0;  // no new order before this moment (backoff)
+  bool revoked = false;           // the current certificate was revoked
 };
 
 class StateStore {

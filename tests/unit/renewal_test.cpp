@@ -80,3 +80,38 @@ TEST(Renewal, ALostKeyIssuesAgain) {
 
 }  // namespace
 }  // namespace certfleet
+
+namespace certfleet {
+namespace {
+
+TEST(Renewal, AFailedIssuanceBacksOffUntilItsNextAttempt) {
+  HostRecord failed;
+  failed.host = "web1";
+  failed.failures = 2;
+  failed.next_attempt = kIssued + 1200;
+  RenewalDecision waiting = decideRenewal(host(), failed, false, kIssued, false);
+  EXPECT_FALSE(waiting.issue);
+  EXPECT_NE(waiting.reason.find("backing off after 2 failed issuance(s)"), std::string::npos)
+      << waiting.reason;
+  EXPECT_TRUE(decideRenewal(host(), failed, false, kIssued + 1200, false).issue);
+  EXPECT_TRUE(decideRenewal(host(), failed, false, kIssued, true).issue);
+}
+
+TEST(Renewal, TheCasRenewalWindowWinsOverTheLifetimeRule) {
+  HostRecord record = deployedRecord();
+  record.ari_renew_at = kIssued + 10 * kDay;
+  RenewalDecision early = decideRenewal(host(), record, true, kIssued + 10 * kDay, false);
+  EXPECT_TRUE(early.issue);
+  EXPECT_EQ(early.reason, "inside the CA's renewal window (ARI)");
+  EXPECT_FALSE(decideRenewal(host(), record, true, kIssued + 10 * kDay - 1, false).issue);
+}
+
+TEST(Renewal, ARevokedCertificateIsReplaced) {
+  HostRecord record = deployedRecord();
+  record.revoked = true;
+  EXPECT_EQ(decideRenewal(host(), record, true, kIssued + kDay, false).reason,
+            "the certificate was revoked");
+}
+
+}  // namespace
+}  // namespace certfleet
