@@ -121,7 +121,9 @@ HttpClient::HttpClient(std::string ca_bundle) : ca_bundle_(std::move(ca_bundle))
 
 Result<HttpResponse> HttpClient::send(const HttpRequest& request) const {
   const std::string what = request.method + " " + request.url;
-  if (request.method != "GET" && request.method != "HEAD" && request.method != "POST") {
+  const bool with_body = request.method == "POST" || request.method == "PUT" ||
+                         request.method == "PATCH" || request.method == "DELETE";
+  if (request.method != "GET" && request.method != "HEAD" && !with_body) {
     return invalidArgument(what + ": unsupported method");
   }
 
@@ -164,11 +166,15 @@ Result<HttpResponse> HttpClient::send(const HttpRequest& request) const {
 
   if (request.method == "HEAD") {
     curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
-  } else if (request.method == "POST") {
+  } else if (with_body) {
     curl_easy_setopt(curl, CURLOPT_POST, 1L);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
                      static_cast<curl_off_t>(request.body.size()));
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.body.data());
+    // PUT, PATCH and DELETE go out as a POST transfer with another request method.
+    if (request.method != "POST") {
+      curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+    }
   } else {
     curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
   }
@@ -187,7 +193,7 @@ Result<HttpResponse> HttpClient::send(const HttpRequest& request) const {
     raw_list = appended;
   }
   // A POST of more than a kilobyte would otherwise wait for "100 Continue" first.
-  if (request.method == "POST") {
+  if (with_body) {
     curl_slist* appended = curl_slist_append(raw_list, "Expect:");
     if (appended == nullptr) {
       curl_slist_free_all(raw_list);
