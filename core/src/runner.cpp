@@ -366,11 +366,6 @@ Result<RunReport> Runner::run(const RunOptions& options) {
 
   if (!to_issue.empty()) {
     issue(to_issue);
-    for (HostWork* work : to_issue) {
-      if (!work->failed) {
-        to_deploy.push_back(work);
-      }
-    }
   }
 
   // Hosts with nothing to issue are compared with what they hold: a rebuilt server gets
@@ -510,10 +505,13 @@ void Runner::issue(std::vector<HostWork*>& work) {
     DnsPlugin* dns;
     StateStore* state;
     const std::vector<TxtRecord>& records;
-    ~Cleanup() {
-      if (records.empty()) {
+    bool done = false;
+    ~Cleanup() { run(); }
+    void run() {
+      if (done || records.empty()) {
         return;
       }
+      done = true;
       Status removed = dns->cleanup(records);
       if (!removed.ok()) {
         logCore(LogLevel::kError, "dns cleanup, the next run retries: " + removed.message());
@@ -614,6 +612,19 @@ void Runner::issue(std::vector<HostWork*>& work) {
         return;
       }
     }
+  });
+
+  // Every authorization is decided: the records have done their work.
+  cleanup.run();
+
+  // Finalize and deploy each host as soon as its certificate arrives, so that one host's
+  // SSH work overlaps the others' issuance.
+  forEachParallel(work.size(), pipeline_.parallel, [&](std::size_t index) {
+    HostWork& host = *work[index];
+    if (host.failed) {
+      return;
+    }
+    logging::HostScope scope(host.host->target.name);
     host.stage("finalize");
     Result<std::string> chain = ca_->finalize(host.order, host.csr_pem);
     if (!chain.ok()) {
@@ -663,6 +674,11 @@ void Runner::issue(std::vector<HostWork*>& work) {
     host.outcome.serial = info->serial;
     host.outcome.not_after = info->not_after;
     logCore(LogLevel::kInfo, "issued serial " + info->serial);
+    if (interrupted()) {
+      host.fail(deadlineExceeded("interrupted before the deploy started"));
+      return;
+    }
+    deploy(host);
   });
 }
 

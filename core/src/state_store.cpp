@@ -223,7 +223,10 @@ Result<std::unique_ptr<StateStore>> openSqliteStateStore(const std::filesystem::
   }
   sqlite3_busy_timeout(database, 10000);
   char* error = nullptr;
-  if (sqlite3_exec(database, "PRAGMA journal_mode=WAL;", nullptr, nullptr, nullptr) != SQLITE_OK ||
+  // WAL with synchronous=NORMAL survives a crash of certfleet at any point; only a power
+  // loss may drop the last commits, and the next run then redoes that work.
+  if (sqlite3_exec(database, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", nullptr,
+                   nullptr, nullptr) != SQLITE_OK ||
       sqlite3_exec(database, kSchema, nullptr, nullptr, &error) != SQLITE_OK) {
     std::string message = error != nullptr ? error : sqlite3_errmsg(database);
     sqlite3_free(error);
