@@ -26,7 +26,7 @@ class CoreServices final : public Services {
   void log(LogLevel level, std::string_view message) override;
   Result<HttpResponse> http(const HttpRequest& request) override;
   std::string stateDirectory() override;
-  // Reached at once when the run is interrupted, so long polls stop.
+  // Reached at once for the ca and dns stages when the run is interrupted.
   std::chrono::steady_clock::time_point deadline() override;
 
  private:
