@@ -16,18 +16,27 @@ constexpr std::uint8_t kFxpInit = 1;
 constexpr std::uint8_t kFxpVersion = 2;
 constexpr std::uint8_t kFxpOpen = 3;
 constexpr std::uint8_t kFxpClose = 4;
+constexpr std::uint8_t kFxpRead = 5;
 constexpr std::uint8_t kFxpWrite = 6;
+constexpr std::uint8_t kFxpFstat = 8;
 constexpr std::uint8_t kFxpFsetstat = 10;
 constexpr std::uint8_t kFxpRemove = 13;
 constexpr std::uint8_t kFxpStatus = 101;
 constexpr std::uint8_t kFxpHandle = 102;
+constexpr std::uint8_t kFxpData = 103;
+constexpr std::uint8_t kFxpAttrs = 105;
 constexpr std::uint8_t kFxpExtended = 200;
 
+constexpr std::uint32_t kOpenRead = 0x01;
 constexpr std::uint32_t kOpenWrite = 0x02;
 constexpr std::uint32_t kOpenCreate = 0x08;
 constexpr std::uint32_t kOpenExclusive = 0x20;
 
+constexpr std::uint32_t kAttrSize = 0x01;
+constexpr std::uint32_t kAttrUidGid = 0x02;
 constexpr std::uint32_t kAttrPermissions = 0x04;
+constexpr std::uint32_t kAttrAcModTime = 0x08;
+constexpr std::uint32_t kAttrExtended = 0x80000000;
 
 constexpr std::uint32_t kFxOk = 0;
 constexpr std::uint32_t kFxEof = 1;
@@ -40,6 +49,7 @@ constexpr std::uint32_t kFxOpUnsupported = 8;
 // OpenSSH accepts packets up to 256 KiB; 32 KiB writes are what every client uses and any
 // server takes. Larger replies than the cap would be a broken or hostile server.
 constexpr std::size_t kWriteChunk = std::size_t{32} * 1024;
+constexpr std::uint32_t kReadChunk = std::uint32_t{32} * 1024;
 constexpr std::uint32_t kMaxReply = std::uint32_t{256} * 1024;
 
 void putU32(std::string& out, std::uint32_t value) {
@@ -81,6 +91,15 @@ class Reader {
     return value;
   }
 
+  std::optional<std::uint64_t> u64() {
+    std::optional<std::uint32_t> high = u32();
+    std::optional<std::uint32_t> low = u32();
+    if (!high || !low) {
+      return std::nullopt;
+    }
+    return (std::uint64_t{*high} << 32) | *low;
+  }
+
   std::optional<std::string> string() {
     std::optional<std::uint32_t> size = u32();
     if (!size || data_.size() < *size) {
@@ -96,6 +115,51 @@ class Reader {
  private:
   std::string_view data_;
 };
+
+// The ATTRS structure of draft-ietf-secsh-filexfer-02 section 5.
+std::optional<FileAttributes> readAttributes(Reader& reader) {
+  FileAttributes attributes;
+  std::optional<std::uint32_t> flags = reader.u32();
+  if (!flags) {
+    return std::nullopt;
+  }
+  if ((*flags & kAttrSize) != 0) {
+    attributes.size = reader.u64();
+    if (!attributes.size) {
+      return std::nullopt;
+    }
+  }
+  if ((*flags & kAttrUidGid) != 0) {
+    attributes.uid = reader.u32();
+    attributes.gid = reader.u32();
+    if (!attributes.uid || !attributes.gid) {
+      return std::nullopt;
+    }
+  }
+  if ((*flags & kAttrPermissions) != 0) {
+    attributes.permissions = reader.u32();
+    if (!attributes.permissions) {
+      return std::nullopt;
+    }
+  }
+  if ((*flags & kAttrAcModTime) != 0) {
+    if (!reader.u32() || !reader.u32()) {
+      return std::nullopt;
+    }
+  }
+  if ((*flags & kAttrExtended) != 0) {
+    std::optional<std::uint32_t> count = reader.u32();
+    for (std::uint32_t i = 0; count && i < *count; ++i) {
+      if (!reader.string() || !reader.string()) {
+        return std::nullopt;
+      }
+    }
+    if (!count) {
+      return std::nullopt;
+    }
+  }
+  return attributes;
+}
 
 std::string describeStatus(std::uint32_t code, const std::string& server_message) {
   switch (code) {
@@ -313,21 +377,43 @@ Status SftpClient::expectOk(std::uint8_t type,
 }
 
 Result<std::string> SftpClient::create(const std::string& path, std::uint32_t mode) {
+  Result<std::string> handle = openHandle(path, kOpenWrite | kOpenCreate | kOpenExclusive, mode);
+  if (!handle.ok()) {
+    return handle.status().withContext("create " + path);
+  }
+  return handle;
+}
+
+Result<std::string> SftpClient::openForReading(const std::string& path) {
+  Result<std::string> handle = openHandle(path, kOpenRead, 0);
+  if (!handle.ok()) {
+    return handle.status().withContext("open " + path);
+  }
+  return handle;
+}
+
+// OPEN with `flags`; `mode` goes along as the new file's permissions when creating.
+Result<std::string> SftpClient::openHandle(const std::string& path,
+                                           std::uint32_t flags,
+                                           std::uint32_t mode) {
   std::string body;
   putString(body, path);
-  putU32(body, kOpenWrite | kOpenCreate | kOpenExclusive);
-  putModeAttrs(body, mode);
-  std::string what = "create " + path;
+  putU32(body, flags);
+  if ((flags & kOpenCreate) != 0) {
+    putModeAttrs(body, mode);
+  } else {
+    putU32(body, 0);  // no attributes
+  }
 
   Result<Reply> reply = request(kFxpOpen, body);
   if (!reply.ok()) {
-    return reply.status().withContext(what);
+    return reply.status();
   }
   Reader reader(reply->body);
   if (reply->type == kFxpHandle) {
     std::optional<std::string> handle = reader.string();
     if (!handle) {
-      return internalError(what + ": malformed sftp handle");
+      return internalError("malformed sftp handle");
     }
     return *handle;
   }
@@ -335,11 +421,114 @@ Result<std::string> SftpClient::create(const std::string& path, std::uint32_t mo
     std::uint32_t code = reader.u32().value_or(kFxFailure);
     std::string server_message = reader.string().value_or("");
     if (code == kFxOk) {
-      return internalError(what + ": server answered ok without a handle");
+      return internalError("server answered ok without a handle");
     }
-    return Status(statusCodeFor(code), what + ": " + describeStatus(code, server_message));
+    return Status(statusCodeFor(code), describeStatus(code, server_message));
   }
-  return internalError(what + ": unexpected sftp reply type " + std::to_string(reply->type));
+  return internalError("unexpected sftp reply type " + std::to_string(reply->type));
+}
+
+Result<std::string> SftpClient::read(const std::string& handle,
+                                     std::uint64_t offset,
+                                     std::uint32_t length) {
+  std::string body;
+  putString(body, handle);
+  putU64(body, offset);
+  putU32(body, length);
+
+  Result<Reply> reply = request(kFxpRead, body);
+  if (!reply.ok()) {
+    return reply.status().withContext("read");
+  }
+  Reader reader(reply->body);
+  if (reply->type == kFxpData) {
+    std::optional<std::string> data = reader.string();
+    if (!data || data->size() > length) {
+      return internalError("read: malformed sftp data");
+    }
+    return std::move(*data);
+  }
+  if (reply->type == kFxpStatus) {
+    std::uint32_t code = reader.u32().value_or(kFxFailure);
+    if (code == kFxEof) {
+      return std::string();
+    }
+    std::string server_message = reader.string().value_or("");
+    return Status(statusCodeFor(code), "read: " + describeStatus(code, server_message));
+  }
+  return internalError("read: unexpected sftp reply type " + std::to_string(reply->type));
+}
+
+Result<FileAttributes> SftpClient::fstat(const std::string& handle) {
+  std::string body;
+  putString(body, handle);
+
+  Result<Reply> reply = request(kFxpFstat, body);
+  if (!reply.ok()) {
+    return reply.status().withContext("stat");
+  }
+  Reader reader(reply->body);
+  if (reply->type == kFxpAttrs) {
+    std::optional<FileAttributes> attributes = readAttributes(reader);
+    if (!attributes) {
+      return internalError("stat: malformed sftp attributes");
+    }
+    return *attributes;
+  }
+  if (reply->type == kFxpStatus) {
+    std::uint32_t code = reader.u32().value_or(kFxFailure);
+    std::string server_message = reader.string().value_or("");
+    return Status(statusCodeFor(code), "stat: " + describeStatus(code, server_message));
+  }
+  return internalError("stat: unexpected sftp reply type " + std::to_string(reply->type));
+}
+
+Result<std::string> SftpClient::readFile(const std::string& path,
+                                         std::size_t max_bytes,
+                                         FileAttributes* attributes_out) {
+  Result<std::string> handle = openForReading(path);
+  if (!handle.ok()) {
+    return handle.status();
+  }
+
+  // The size is only a hint (the file may change while it is read); the bound is enforced
+  // on the bytes received.
+  // TODO: the reply packets that carried a private key's bytes are freed without being
+  // wiped, so the bytes may linger in freed heap memory until it is reused.
+  std::string contents;
+  Status status;
+  Result<FileAttributes> attributes = fstat(*handle);
+  if (!attributes.ok()) {
+    status = attributes.status();
+  } else if (attributes->size && *attributes->size > max_bytes) {
+    status = failedPrecondition("longer than " + std::to_string(max_bytes) + " bytes");
+  } else if (attributes_out != nullptr) {
+    *attributes_out = *attributes;
+  }
+  while (status.ok()) {
+    Result<std::string> piece = read(*handle, contents.size(), kReadChunk);
+    if (!piece.ok()) {
+      status = piece.status();
+      break;
+    }
+    if (piece->empty()) {
+      break;
+    }
+    if (contents.size() + piece->size() > max_bytes) {
+      status = failedPrecondition("longer than " + std::to_string(max_bytes) + " bytes");
+      break;
+    }
+    contents += *piece;
+  }
+
+  Status closed = close(*handle);
+  if (status.ok()) {
+    status = closed;
+  }
+  if (!status.ok()) {
+    return status.withContext("read " + path);
+  }
+  return contents;
 }
 
 Status SftpClient::write(const std::string& handle, std::uint64_t offset, std::string_view data) {
@@ -373,6 +562,16 @@ Status SftpClient::fsync(const std::string& handle) {
   return expectOk(kFxpExtended, body, "fsync");
 }
 
+Status SftpClient::setOwner(const std::string& handle, std::uint32_t uid, std::uint32_t gid) {
+  std::string body;
+  putString(body, handle);
+  putU32(body, kAttrUidGid);
+  putU32(body, uid);
+  putU32(body, gid);
+  return expectOk(kFxpFsetstat, body,
+                  "set owner " + std::to_string(uid) + " and group " + std::to_string(gid));
+}
+
 Status SftpClient::close(const std::string& handle) {
   std::string body;
   putString(body, handle);
@@ -391,6 +590,14 @@ Status SftpClient::remove(const std::string& path) {
   std::string body;
   putString(body, path);
   return expectOk(kFxpRemove, body, "remove " + path);
+}
+
+Status SftpClient::hardlink(const std::string& from, const std::string& to) {
+  std::string body;
+  putString(body, kHardlink);
+  putString(body, from);
+  putString(body, to);
+  return expectOk(kFxpExtended, body, "link " + from + " to " + to);
 }
 
 }  // namespace certfleet::ssh

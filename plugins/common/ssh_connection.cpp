@@ -1,11 +1,6 @@
 #include "common/ssh_connection.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <cctype>
-#include <cerrno>
-#include <cstring>
 #include <string_view>
 #include <utility>
 
@@ -15,24 +10,6 @@ namespace certfleet::ssh {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string lowerFirst(std::string text) {
-  // libssh capitalises its messages; ours are lower case. Acronyms ("SFTP") stay as they are.
-  if (text.size() >= 2 && std::isupper(static_cast<unsigned char>(text[0])) != 0 &&
-      std::islower(static_cast<unsigned char>(text[1])) != 0) {
-    text[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(text[0])));
-  }
-  return text;
-}
-
-Status checkReadable(const Settings& settings, const std::string& key, const std::string& path) {
-  if (::access(path.c_str(), R_OK) != 0) {
-    int error = errno;
-    return settings.error(
-        key, "cannot read " + key + " " + path + ": " + lowerFirst(std::strerror(error)));
-  }
-  return {};
-}
 
 void appendTail(std::string& tail, const char* data, std::size_t size) {
   if (size >= kOutputTailBytes) {
@@ -149,42 +126,6 @@ std::string formatSeconds(std::chrono::milliseconds duration) {
 }
 
 }  // namespace
-
-std::string formatEndpoint(const std::string& address, std::uint16_t port) {
-  if (address.find(':') != std::string::npos) {
-    return "[" + address + "]:" + std::to_string(port);
-  }
-  return address + ":" + std::to_string(port);
-}
-
-Result<SshOptions> parseSshOptions(const Settings& settings, bool require_files) {
-  SshOptions options;
-
-  for (const char* key : {"known_hosts", "identity_file"}) {
-    if (!require_files && !settings.has(key)) {
-      continue;
-    }
-    Result<std::string> path = settings.require(key);
-    if (!path.ok()) {
-      return path.status();
-    }
-    if (Status readable = checkReadable(settings, key, *path); !readable.ok()) {
-      return readable;
-    }
-    (std::string_view(key) == "known_hosts" ? options.known_hosts : options.identity_file) = *path;
-  }
-
-  Result<std::chrono::milliseconds> timeout =
-      settings.getDuration("connect_timeout", options.connect_timeout);
-  if (!timeout.ok()) {
-    return timeout.status();
-  }
-  if (timeout->count() <= 0) {
-    return settings.error("connect_timeout", "'connect_timeout' must be longer than 0");
-  }
-  options.connect_timeout = *timeout;
-  return options;
-}
 
 SshConnection::SshConnection(ssh_session session, std::string endpoint)
     : session_(session), endpoint_(std::move(endpoint)) {}

@@ -27,21 +27,9 @@
 #include "certfleet/plugin.hpp"
 #include "certfleet/status.hpp"
 
+#include "common/ssh_options.hpp"
+
 namespace certfleet::ssh {
-
-// The settings every SSH-based plugin shares.
-struct SshOptions {
-  std::string known_hosts;    // the only file host keys are checked against
-  std::string identity_file;  // private key, unencrypted (there is no agent to ask)
-  std::chrono::milliseconds connect_timeout{10000};
-};
-
-// Reads `known_hosts` (required), `identity_file` (required) and `connect_timeout`
-// (default 10s), and checks that both files are readable. Touches no network.
-// `configure` sees the stage's settings without the hosts' overrides, so it passes
-// `require_files` false: then a missing file setting is no error (a host may give it), but
-// one that is given must be readable.
-Result<SshOptions> parseSshOptions(const Settings& settings, bool require_files = true);
 
 // What a remote command left behind. Output is kept up to a bound, newest bytes last.
 struct CommandResult {
@@ -89,8 +77,5 @@ class SshConnection {
   ssh_session session_;
   std::string endpoint_;
 };
-
-// "127.0.0.1:22", or "[::1]:22" for an IPv6 literal.
-std::string formatEndpoint(const std::string& address, std::uint16_t port);
 
 }  // namespace certfleet::ssh
