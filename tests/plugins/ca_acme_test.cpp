@@ -325,6 +325,9 @@ TEST(AcmeSettings, RefusesMissingOrUnusableSettings) {
       {{{"directory", "https://ca.test/dir"}, {"terms_agreed", "maybe"}}, "terms_agreed"},
       {{{"directory", "https://ca.test/dir"}, {"email", "not an address"}}, "email"},
       {{{"directory", "https://ca.test/dir"}, {"emial", "ops@example.test"}}, "emial"},
+      {{{"directory", "https://ca.test/dir"}, {"eab_kid", "kid-1"}}, "eab_hmac_key"},
+      {{{"directory", "https://ca.test/dir"}, {"eab_kid", "kid-1"}, {"eab_hmac_key", "c2VjcmV0"}},
+       "eab_hmac_key"},
   };
   for (const Case& c : cases) {
     auto loaded = PluginLoader::loadFile(CERTFLEET_ACME_PLUGIN);
@@ -392,7 +395,7 @@ TEST(AcmeContract, CreatesTheAccountOnceAndReusesIt) {
   ASSERT_TRUE(second.start().ok());
   Status prepared = second.ca().prepareAccount();
   ASSERT_TRUE(prepared.ok()) << prepared.message();
-  Result<Order> order = second.ca().newOrder({freshName("reuse")});
+  Result<Order> order = second.ca().newOrder({freshName("reuse")}, "");
   ASSERT_TRUE(order.ok()) << order.status().message();
   EXPECT_EQ(readText(key_path), key_pem);
   EXPECT_EQ(readText(account_path), accounts);
@@ -420,7 +423,7 @@ TEST(AcmeContract, RegistersAgainWhenTheStoredAccountIsUnknown) {
   AcmeInstance second(state.path());
   ASSERT_TRUE(second.start().ok());
   ASSERT_TRUE(second.ca().prepareAccount().ok());
-  Result<Order> order = second.ca().newOrder({freshName("again")});
+  Result<Order> order = second.ca().newOrder({freshName("again")}, "");
   ASSERT_TRUE(order.ok()) << order.status().message();
   nlohmann::json stored = nlohmann::json::parse(readText(account_path));
   EXPECT_EQ(stored["accounts"][directory], original);
@@ -436,7 +439,7 @@ TEST(AcmeContract, OrderCarriesOneDns01RecordPerName) {
   const std::string b = freshName("b");
   const std::string base = freshName("w");
   const std::string wildcard = "*." + base;
-  Result<Order> order = instance.ca().newOrder({a, b, wildcard});
+  Result<Order> order = instance.ca().newOrder({a, b, wildcard}, "");
   ASSERT_TRUE(order.ok()) << order.status().message();
   EXPECT_FALSE(order->url.empty());
   EXPECT_FALSE(order->finalize_url.empty());
@@ -473,7 +476,7 @@ TEST(AcmeContract, SurvivesRefusedNonces) {
   // requests, of which Pebble refuses about one in twenty nonces.
   int failed = 0;
   for (int i = 0; i < 20; ++i) {
-    Result<Order> order = instance.ca().newOrder({freshName("nonce")});
+    Result<Order> order = instance.ca().newOrder({freshName("nonce")}, "");
     if (!order.ok()) {
       ++failed;
       ADD_FAILURE() << order.status().message();
@@ -497,7 +500,7 @@ TEST(AcmeContract, OrdersFromSeveralThreadsAtOnce) {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&instance, &failed] {
       for (int i = 0; i < 5; ++i) {
-        Result<Order> order = instance.ca().newOrder({freshName("thread")});
+        Result<Order> order = instance.ca().newOrder({freshName("thread")}, "");
         if (!order.ok()) {
           ++failed;
           std::cerr << order.status().message() << "\n";
@@ -520,7 +523,7 @@ TEST(AcmeContract, IssuesACertificateAfterDns01) {
   ASSERT_TRUE(instance.start({{"poll_timeout", "30s"}}).ok());
 
   const std::vector<std::string> names = {freshName("issue"), freshName("issue")};
-  Result<Order> order = instance.ca().newOrder(names);
+  Result<Order> order = instance.ca().newOrder(names, "");
   ASSERT_TRUE(order.ok()) << order.status().message();
   std::vector<TxtRecord> records;
   for (const Authorization& authorization : order->authorizations) {
@@ -574,7 +577,7 @@ TEST(AcmeContract, ReportsTheCasReasonForAnInvalidAuthorization) {
   ASSERT_TRUE(instance.start({{"poll_timeout", "30s"}}).ok());
 
   const std::string name = freshName("norecord");
-  Result<Order> order = instance.ca().newOrder({name});
+  Result<Order> order = instance.ca().newOrder({name}, "");
   ASSERT_TRUE(order.ok()) << order.status().message();
   ASSERT_EQ(order->authorizations.size(), 1u);
   const Authorization& authorization = order->authorizations.front();
@@ -596,7 +599,7 @@ TEST(AcmeContract, StopsPollingAtThePollTimeout) {
   ASSERT_TRUE(instance.start({{"poll_timeout", "400ms"}}).ok());
 
   const std::string name = freshName("pending");
-  Result<Order> order = instance.ca().newOrder({name});
+  Result<Order> order = instance.ca().newOrder({name}, "");
   ASSERT_TRUE(order.ok()) << order.status().message();
 
   // The challenge is never answered, so the authorization stays pending.

@@ -59,7 +59,7 @@ namespace certfleet {
 
 // Raised whenever a type below changes layout or a virtual function is added, removed or
 // reordered. The core refuses a plugin built against another value.
-inline constexpr std::uint32_t kAbiVersion = 1;
+inline constexpr std::uint32_t kAbiVersion = 2;
 
 // ---------------------------------------------------------------------------------------
 // Secret: a string that never prints. Use reveal() only at the point of use.
@@ -266,7 +266,7 @@ enum class LogLevel : std::uint32_t {
 };
 
 struct HttpRequest {
-  std::string method = "GET";  // GET, HEAD, POST
+  std::string method = "GET";  // GET, HEAD, POST, PUT, PATCH, DELETE
   std::string url;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
@@ -431,12 +431,33 @@ class CERTFLEET_SDK_API DnsPlugin : public Plugin {
   virtual Status cleanup(const std::vector<TxtRecord>& records) = 0;
 };
 
+// ACME Renewal Information (RFC 9773): the window in which the CA wants a certificate renewed.
+struct RenewalWindow {
+  std::int64_t start = 0;  // unix seconds
+  std::int64_t end = 0;
+  std::int64_t retry_after = 0;  // do not ask again before this moment; 0 when not said
+  std::string explanation_url;
+};
+
+// RFC 5280 reason codes, as ACME revocation sends them.
+enum class RevocationReason : std::uint32_t {
+  kUnspecified = 0,
+  kKeyCompromise = 1,
+  kAffiliationChanged = 3,
+  kSuperseded = 4,
+  kCessationOfOperation = 5,
+};
+
 class CERTFLEET_SDK_API CaPlugin : public Plugin {
  public:
   // Loads or creates the account; the first call that may use the network.
   virtual Status prepareAccount() = 0;
 
-  virtual Result<Order> newOrder(const std::vector<std::string>& names) = 0;
+  // Places an order for `names`. `replaces_certificate_pem` is the certificate this order
+  // renews (sent as RFC 9773 `replaces` when the CA offers renewalInfo); empty for a first
+  // issuance.
+  virtual Result<Order> newOrder(const std::vector<std::string>& names,
+                                 const std::string& replaces_certificate_pem) = 0;
 
   // Tells the CA the record for this authorization is in place.
   virtual Status answerChallenge(const Authorization& authorization) = 0;
@@ -448,6 +469,21 @@ class CERTFLEET_SDK_API CaPlugin : public Plugin {
   // Sends the CSR, waits for the order to become valid, and returns the full chain PEM
   // (leaf first).
   virtual Result<std::string> finalize(const Order& order, const std::string& csr_pem) = 0;
+
+  // The renewal window the CA suggests for a certificate it issued, or kNotFound when the
+  // CA offers no renewalInfo.
+  virtual Result<RenewalWindow> renewalInfo(const std::string& certificate_pem) = 0;
+
+  // Revokes a certificate the account holds; a certificate that is already revoked
+  // counts as success.
+  virtual Status revoke(const std::string& certificate_pem, RevocationReason reason) = 0;
+
+  // Replaces the account key by a new one, keeping the account (RFC 8555 section 7.3.5).
+  virtual Status rolloverAccountKey() = 0;
+
+  // Ends the account for good (RFC 8555 section 7.3.6); later calls fail until a new
+  // account is set up.
+  virtual Status deactivateAccount() = 0;
 };
 
 class CERTFLEET_SDK_API DeployPlugin : public Plugin {

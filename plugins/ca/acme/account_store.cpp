@@ -223,8 +223,32 @@ Result<Secret> AccountStore::createKey(const Secret& pem) const {
   return std::move(**existing);
 }
 
-Result<std::optional<std::string>> AccountStore::accountUrl(
-    const std::string& directory_url) const {
+Status AccountStore::writeKeyFile(const std::filesystem::path& path, const Secret& pem) const {
+  Status ready = ensureDirectory();
+  if (!ready.ok()) {
+    return ready;
+  }
+  Result<bool> placed = writePrivateFile(path, pem.reveal(), Placement::kReplace);
+  return placed.ok() ? Status() : placed.status();
+}
+
+Status AccountStore::moveFile(const std::filesystem::path& from,
+                              const std::filesystem::path& to) const {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    return failedPrecondition("rename " + from.string() + " to " + to.string() + ": " +
+                              errnoText(errno));
+  }
+  syncDirectory(to.parent_path());
+  return {};
+}
+
+void AccountStore::removeFile(const std::filesystem::path& path) const {
+  std::error_code ignored;
+  std::filesystem::remove(path, ignored);
+}
+
+Result<std::optional<std::string>> AccountStore::lookup(const char* section,
+                                                        const std::string& directory_url) const {
   Result<std::optional<std::string>> contents = readFile(accountsPath(), false);
   if (!contents.ok()) {
     return contents.status();
@@ -237,7 +261,10 @@ Result<std::optional<std::string>> AccountStore::accountUrl(
       !accounts["accounts"].is_object()) {
     return failedPrecondition(accountsPath().string() + ": not an account list");
   }
-  const nlohmann::json& urls = accounts["accounts"];
+  if (!accounts.contains(section) || !accounts[section].is_object()) {
+    return std::optional<std::string>();
+  }
+  const nlohmann::json& urls = accounts[section];
   auto found = urls.find(directory_url);
   if (found == urls.end() || !found->is_string()) {
     return std::optional<std::string>();
@@ -245,26 +272,49 @@ Result<std::optional<std::string>> AccountStore::accountUrl(
   return std::optional<std::string>(found->get<std::string>());
 }
 
+Result<std::optional<std::string>> AccountStore::accountUrl(
+    const std::string& directory_url) const {
+  return lookup("accounts", directory_url);
+}
+
+Result<std::optional<std::string>> AccountStore::deactivatedAccount(
+    const std::string& directory_url) const {
+  return lookup("deactivated", directory_url);
+}
+
 Status AccountStore::saveAccountUrl(const std::string& directory_url,
                                     const std::string& account_url) const {
+  return store("accounts", directory_url, account_url);
+}
+
+Status AccountStore::saveDeactivated(const std::string& directory_url,
+                                     const std::string& account_url) const {
+  return store("deactivated", directory_url, account_url);
+}
+
+Status AccountStore::store(const char* section,
+                           const std::string& directory_url,
+                           const std::string& account_url) const {
   Status ready = ensureDirectory();
   if (!ready.ok()) {
     return ready;
   }
 
   // Keep the accounts registered at other CAs (another environment of the pipeline).
-  nlohmann::json accounts = nlohmann::json::object();
+  nlohmann::json document = {{"accounts", nlohmann::json::object()}};
   Result<std::optional<std::string>> contents = readFile(accountsPath(), false);
   if (contents.ok() && contents->has_value()) {
     nlohmann::json parsed = nlohmann::json::parse(**contents, nullptr, false);
     if (!parsed.is_discarded() && parsed.is_object() && parsed.contains("accounts") &&
         parsed["accounts"].is_object()) {
-      accounts = parsed["accounts"];
+      document = parsed;
     }
   }
-  accounts[directory_url] = account_url;
+  if (!document.contains(section) || !document[section].is_object()) {
+    document[section] = nlohmann::json::object();
+  }
+  document[section][directory_url] = account_url;
 
-  nlohmann::json document = {{"accounts", accounts}};
   std::string text = document.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   Result<bool> placed = writePrivateFile(accountsPath(), text, Placement::kReplace);
   return placed.ok() ? Status() : placed.status();

@@ -9,8 +9,10 @@
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 
@@ -97,6 +99,43 @@ std::string base64url(std::string_view bytes) {
     out += kAlphabet[(chunk >> 18) & 63];
     out += kAlphabet[(chunk >> 12) & 63];
     out += kAlphabet[(chunk >> 6) & 63];
+  }
+  return out;
+}
+
+std::optional<std::string> base64urlDecode(std::string_view text) {
+  while (!text.empty() && text.back() == '=') {
+    text.remove_suffix(1);
+  }
+  if (text.size() % 4 == 1) {
+    return std::nullopt;
+  }
+  std::string out;
+  out.reserve(text.size() * 3 / 4);
+  unsigned int buffer = 0;
+  int bits = 0;
+  for (char c : text) {
+    int value = -1;
+    if (c >= 'A' && c <= 'Z') {
+      value = c - 'A';
+    } else if (c >= 'a' && c <= 'z') {
+      value = c - 'a' + 26;
+    } else if (c >= '0' && c <= '9') {
+      value = c - '0' + 52;
+    } else if (c == '-' || c == '+') {
+      // CAs hand out EAB keys in either alphabet; both decode the same.
+      value = 62;
+    } else if (c == '_' || c == '/') {
+      value = 63;
+    } else {
+      return std::nullopt;
+    }
+    buffer = (buffer << 6) | static_cast<unsigned int>(value);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((buffer >> bits) & 0xff);
+    }
   }
   return out;
 }
@@ -252,6 +291,51 @@ Result<std::string> signJws(const AccountKey& key,
   }
   nlohmann::json jws = {
       {"protected", protected_b64}, {"payload", payload_b64}, {"signature", base64url(*signature)}};
+  return jws.dump();
+}
+
+Result<std::string> signKeyChange(const AccountKey& new_key,
+                                  const std::string& url,
+                                  const std::string& account_url,
+                                  const AccountKey& old_key) {
+  nlohmann::json header = {
+      {"alg", new_key.algorithm()}, {"jwk", nlohmann::json::parse(new_key.jwk())}, {"url", url}};
+  nlohmann::json payload = {{"account", account_url},
+                            {"oldKey", nlohmann::json::parse(old_key.jwk())}};
+  constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
+  std::string protected_b64 = base64url(header.dump(-1, ' ', false, kReplace));
+  std::string payload_b64 = base64url(payload.dump(-1, ' ', false, kReplace));
+  Result<std::string> signature = new_key.sign(protected_b64 + "." + payload_b64);
+  if (!signature.ok()) {
+    return signature.status();
+  }
+  nlohmann::json jws = {
+      {"protected", protected_b64}, {"payload", payload_b64}, {"signature", base64url(*signature)}};
+  return jws.dump();
+}
+
+Result<std::string> signExternalAccountBinding(const std::string& kid,
+                                               const Secret& hmac_key,
+                                               const std::string& url,
+                                               const AccountKey& account_key) {
+  nlohmann::json header = {{"alg", "HS256"}, {"kid", kid}, {"url", url}};
+  constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
+  std::string protected_b64 = base64url(header.dump(-1, ' ', false, kReplace));
+  std::string payload_b64 = base64url(account_key.jwk());
+  std::string input = protected_b64 + "." + payload_b64;
+
+  std::array<unsigned char, EVP_MAX_MD_SIZE> mac{};
+  unsigned int mac_length = 0;
+  const std::string& key = hmac_key.reveal();
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+           reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac.data(),
+           &mac_length) == nullptr) {
+    return internalError("external account binding: " + opensslError());
+  }
+  std::string signature(reinterpret_cast<const char*>(mac.data()), mac_length);
+  OPENSSL_cleanse(mac.data(), mac.size());
+  nlohmann::json jws = {
+      {"protected", protected_b64}, {"payload", payload_b64}, {"signature", base64url(signature)}};
   return jws.dump();
 }
 

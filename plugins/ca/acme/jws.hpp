@@ -16,6 +16,9 @@ namespace certfleet::acme {
 // Unpadded base64url (RFC 4648 section 5), as every binary field in ACME is written.
 std::string base64url(std::string_view bytes);
 
+// The bytes of base64url text, padded or not; nullopt when `text` is not base64url.
+std::optional<std::string> base64urlDecode(std::string_view text);
+
 // The raw 32-byte SHA-256 digest.
 std::string sha256(std::string_view data);
 
@@ -74,6 +77,20 @@ Result<std::string> signJws(const AccountKey& key,
                             const std::string& nonce,
                             const std::string& kid,
                             const std::optional<std::string>& payload);
+
+// The inner JWS of a key change (RFC 8555 section 7.3.5): signed by `new_key`, with its JWK
+// in the header and no nonce, over {account, oldKey}.
+Result<std::string> signKeyChange(const AccountKey& new_key,
+                                  const std::string& url,
+                                  const std::string& account_url,
+                                  const AccountKey& old_key);
+
+// The externalAccountBinding of a new account (RFC 8555 section 7.3.4): a JWS over the
+// account key's JWK, MACed with HS256 under the key the CA handed out with `kid`.
+Result<std::string> signExternalAccountBinding(const std::string& kid,
+                                               const Secret& hmac_key,
+                                               const std::string& url,
+                                               const AccountKey& account_key);
 
 // The dns-01 TXT value: base64url(SHA-256(token "." thumbprint)) (RFC 8555 section 8.4).
 std::string dns01Value(const std::string& token, const std::string& thumbprint);

@@ -53,8 +53,9 @@ class AcmePlugin final : public certfleet::CaPlugin {
     return guarded([](auto& client) { return client.prepareAccount(); });
   }
 
-  certfleet::Result<certfleet::Order> newOrder(const std::vector<std::string>& names) override {
-    return guarded([&](auto& client) { return client.newOrder(names); });
+  certfleet::Result<certfleet::Order> newOrder(
+      const std::vector<std::string>& names, const std::string& replaces_certificate_pem) override {
+    return guarded([&](auto& client) { return client.newOrder(names, replaces_certificate_pem); });
   }
 
   certfleet::Status answerChallenge(const certfleet::Authorization& authorization) override {
@@ -68,6 +69,24 @@ class AcmePlugin final : public certfleet::CaPlugin {
   certfleet::Result<std::string> finalize(const certfleet::Order& order,
                                           const std::string& csr_pem) override {
     return guarded([&](auto& client) { return client.finalize(order, csr_pem); });
+  }
+
+  certfleet::Result<certfleet::RenewalWindow> renewalInfo(
+      const std::string& certificate_pem) override {
+    return guarded([&](auto& client) { return client.renewalInfo(certificate_pem); });
+  }
+
+  certfleet::Status revoke(const std::string& certificate_pem,
+                           certfleet::RevocationReason reason) override {
+    return guarded([&](auto& client) { return client.revoke(certificate_pem, reason); });
+  }
+
+  certfleet::Status rolloverAccountKey() override {
+    return guarded([](auto& client) { return client.rolloverAccountKey(); });
+  }
+
+  certfleet::Status deactivateAccount() override {
+    return guarded([](auto& client) { return client.deactivateAccount(); });
   }
 
  private:
@@ -100,13 +119,15 @@ class AcmePlugin final : public certfleet::CaPlugin {
     certfleet::acme::ClientConfig config;
 
     // A misspelt key would otherwise silently fall back to its default.
-    static const std::set<std::string> kKnown = {"directory", "email", "terms_agreed",
-                                                 "account_key_type", "poll_timeout"};
+    static const std::set<std::string> kKnown = {
+        "directory", "email",        "terms_agreed",    "account_key_type", "poll_timeout",
+        "eab_kid",   "eab_hmac_key", "preferred_chain", "profile"};
     for (const auto& [key, entry] : settings.entries()) {
       if (kKnown.count(key) == 0) {
         return settings.error(key, "unknown setting '" + key +
                                        "' (takes directory, email, terms_agreed, "
-                                       "account_key_type, poll_timeout)");
+                                       "account_key_type, poll_timeout, eab_kid, eab_hmac_key, "
+                                       "preferred_chain, profile)");
       }
     }
 
@@ -156,6 +177,33 @@ class AcmePlugin final : public certfleet::CaPlugin {
     }
     config.poll_timeout = *poll_timeout;
 
+    // External account binding comes as a pair: a key ID and its MAC key.
+    if (settings.has("eab_kid") != settings.has("eab_hmac_key")) {
+      const char* missing = settings.has("eab_kid") ? "eab_hmac_key" : "eab_kid";
+      return settings.error(missing, std::string("'eab_kid' and 'eab_hmac_key' go together: '") +
+                                         missing + "' is missing");
+    }
+    if (settings.has("eab_kid")) {
+      certfleet::Result<std::string> kid = settings.require("eab_kid");
+      if (!kid.ok()) {
+        return kid.status();
+      }
+      certfleet::Result<certfleet::Secret> key = settings.requireSecret("eab_hmac_key");
+      if (!key.ok()) {
+        return key.status();
+      }
+      std::optional<std::string> bytes = certfleet::acme::base64urlDecode(key->reveal());
+      if (!bytes || bytes->empty()) {
+        return settings.error("eab_hmac_key",
+                              "'eab_hmac_key' must be the base64url MAC key the CA issued");
+      }
+      config.eab_kid = *kid;
+      config.eab_hmac_key = certfleet::Secret(std::move(*bytes));
+    }
+
+    config.preferred_chain = settings.getOr("preferred_chain", "");
+    config.profile = settings.getOr("profile", "");
+
     client_ = std::make_unique<certfleet::acme::AcmeClient>(std::move(config), services);
     return {};
   }
@@ -165,4 +213,4 @@ class AcmePlugin final : public certfleet::CaPlugin {
 
 }  // namespace
 
-CERTFLEET_PLUGIN("acme", certfleet::Stage::kCa, "0.1.0", AcmePlugin)
+CERTFLEET_PLUGIN("acme", certfleet::Stage::kCa, "0.2.0", AcmePlugin)
