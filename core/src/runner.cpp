@@ -474,7 +474,7 @@ void Runner::issue(std::vector<HostWork*>& work) {
       return;
     }
     host.csr_pem = std::move(*csr);
-    Result<Order> order = ca_->newOrder(host.host->target.names, "");
+    Result<Order> order = ca_->newOrder(host.host->target.names);
     if (!order.ok()) {
       host.fail(order.status());
       return;
@@ -716,10 +716,10 @@ bool Runner::inPlaceVerdict(HostWork& work) {
     }
     return !work.decision.deploy;
   }
-  if (*in_place && work.decision.deploy && work.record) {
-    // Already there (a deploy whose confirmation was lost): record it, touch nothing.
-    work.record->deployed_fingerprint = work.record->fingerprint;
-    work.outcome.detail = "already in place";
+  if (work.decision.deploy) {
+    // The files may be there while the service still runs the old pair (a run killed
+    // before its reload): deploy again, which reloads and verifies.
+    return false;
   }
   if (!*in_place) {
     logCore(LogLevel::kInfo, "host does not hold its current pair: deploying it");

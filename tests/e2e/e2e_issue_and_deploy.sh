@@ -7,6 +7,10 @@ pipeline="$E2E_ROOT/../../pipelines/demo.yaml"
 state="$CF_ENV_DIR/state/default"
 rm -rf "$CF_ENV_DIR/state"
 
+# Temporary files a killed run of another test may have left are not this run's.
+started=$(mktemp)
+trap 'rm -f "$started"' EXIT
+
 run_certfleet check "$pipeline"
 check_eq "check accepts the demo pipeline" "$rc" 0
 
@@ -50,7 +54,7 @@ check "web2 got an ec-384 key" grep -q . <(openssl pkey -in "$state/hosts/web2/c
   -noout -text 2>/dev/null | grep 'NIST CURVE: P-384')
 check "host web1 holds the orchestrator's key" \
   cmp -s "$HOST1_TLS_DIR/key.pem" "$state/hosts/web1/current/key.pem"
-leftovers=$(find "$HOST1_TLS_DIR" "$HOST2_TLS_DIR" -name '.*' -type f | wc -l)
+leftovers=$(find "$HOST1_TLS_DIR" "$HOST2_TLS_DIR" -name '.*' -type f -newer "$started" | wc -l)
 check_eq "no temporary files left on the hosts" "$leftovers" 0
 
 run_certfleet run "$pipeline"

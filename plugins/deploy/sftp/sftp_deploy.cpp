@@ -61,6 +61,8 @@ struct RemoteFile {
 
 // A hidden sibling of `path`: same folder, hence same file system, so the final rename is
 // atomic; the random part keeps two runs (or a stale leftover) from colliding.
+// TODO: remove the temporary files of a deploy killed mid-upload (hours old, matching this
+// pattern); no service reads them, but they stay on the host until someone deletes them.
 std::string tempPathFor(const std::string& path) {
   std::size_t slash = path.rfind('/');
   std::random_device random;
