@@ -474,7 +474,7 @@ void Runner::issue(std::vector<HostWork*>& work) {
       return;
     }
     host.csr_pem = std::move(*csr);
-    Result<Order> order = ca_->newOrder(host.host->target.names);
+    Result<Order> order = ca_->newOrder(host.host->target.names, "");
     if (!order.ok()) {
       host.fail(order.status());
       return;
