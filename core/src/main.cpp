@@ -39,6 +39,10 @@ commands:
   check PIPELINE    validate the pipeline and its plugins' settings, offline
   status PIPELINE   show each host's certificate, renewal moment and last result
   plugins           list the plugins found and whether they load
+  revoke PIPELINE --host H [--reason keyCompromise|superseded|cessationOfOperation|...]
+                    revoke a host's current certificate; the next run replaces it
+  account rollover PIPELINE     replace the ACME account key, keeping the account
+  account deactivate PIPELINE   deactivate the ACME account
 
 options)";
 
@@ -113,7 +117,7 @@ int showStatus(const certfleet::Pipeline& pipeline, bool json) {
   }
   nlohmann::json rows = nlohmann::json::array();
   if (!json) {
-    std::printf("%-12s %-28s %-17s %-17s %-9s %s\n", "HOST", "NAMES", "NOT AFTER", "RENEWS AT",
+    std::printf("%-12s %-28s %-17s %-26s %-9s %s\n", "HOST", "NAMES", "NOT AFTER", "RENEWS AT",
                 "DEPLOYED", "LAST RESULT");
   }
   for (const auto& host : pipeline.hosts) {
@@ -122,8 +126,7 @@ int showStatus(const certfleet::Pipeline& pipeline, bool json) {
       return fail(kExitConfigError, record.status().message());
     }
     certfleet::HostRecord row = record->value_or(certfleet::HostRecord{});
-    std::int64_t renew_at =
-        row.not_after != 0 ? certfleet::renewalMoment(row.not_before, row.not_after) : 0;
+    std::int64_t renew_at = certfleet::renewalAt(row);
     bool deployed = !row.fingerprint.empty() && row.fingerprint == row.deployed_fingerprint;
     if (json) {
       rows.push_back({{"host", host.target.name},
@@ -131,6 +134,10 @@ int showStatus(const certfleet::Pipeline& pipeline, bool json) {
                       {"serial", row.serial},
                       {"not_after", row.not_after},
                       {"renew_at", renew_at},
+                      {"renew_basis", certfleet::renewalBasis(row)},
+                      {"revoked", row.revoked},
+                      {"failures", row.failures},
+                      {"next_attempt", row.next_attempt},
                       {"deployed", deployed},
                       {"last_result", row.last_result},
                       {"last_attempt", row.last_attempt}});
@@ -142,9 +149,13 @@ int showStatus(const certfleet::Pipeline& pipeline, bool json) {
     }
     std::string last =
         row.last_result.empty() ? "-" : row.last_result + " (" + formatTime(row.last_attempt) + ")";
-    std::printf("%-12s %-28s %-17s %-17s %-9s %s\n", host.target.name.c_str(), names.c_str(),
-                formatTime(row.not_after).c_str(), formatTime(renew_at).c_str(),
-                deployed ? "yes" : "no", last.c_str());
+    std::string renews = formatTime(renew_at);
+    if (renew_at != 0) {
+      renews += " (" + certfleet::renewalBasis(row) + ")";
+    }
+    std::printf("%-12s %-28s %-17s %-26s %-9s %s\n", host.target.name.c_str(), names.c_str(),
+                formatTime(row.not_after).c_str(), renews.c_str(), deployed ? "yes" : "no",
+                last.c_str());
   }
   if (json) {
     std::cout << nlohmann::json{{"hosts", rows}}.dump(2) << "\n";
@@ -168,6 +179,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> only_hosts;
   bool force = false;
   std::size_t parallel = 0;
+  std::string reason = "unspecified";
+  std::vector<std::string> positional_arguments;
 
   po::options_description options(kUsage);
   options.add_options()("help,h", "show this help")("version", "print the version")(
@@ -178,14 +191,15 @@ int main(int argc, char** argv) {
       "hosts in flight at once (default: the pipeline's run.parallel, 8)")(
       "plugin-dir", po::value(&plugin_dirs), "also look for plugins here (repeatable)")(
       "output,o", po::value(&output)->default_value("text"), "text or json")(
+      "reason", po::value(&reason), "revocation reason (revoke)")(
       "log-level", po::value(&log_level)->default_value("info"),
       "trace, debug, info, warn or error");
   po::options_description hidden;
-  hidden.add_options()("command", po::value(&command))("pipeline", po::value(&pipeline_file));
+  hidden.add_options()("arguments", po::value(&positional_arguments));
   po::options_description all;
   all.add(options).add(hidden);
   po::positional_options_description positional;
-  positional.add("command", 1).add("pipeline", 1);
+  positional.add("arguments", -1);
 
   po::variables_map arguments;
   try {
@@ -194,6 +208,21 @@ int main(int argc, char** argv) {
     po::notify(arguments);
   } catch (const po::error& error) {
     return fail(kExitConfigError, std::string(error.what()) + " (see certfleet --help)");
+  }
+  // "account ACTION PIPELINE"; every other command is "COMMAND [PIPELINE]".
+  std::string account_action;
+  std::size_t next = 0;
+  if (next < positional_arguments.size()) {
+    command = positional_arguments[next++];
+  }
+  if (command == "account" && next < positional_arguments.size()) {
+    account_action = positional_arguments[next++];
+  }
+  if (next < positional_arguments.size()) {
+    pipeline_file = positional_arguments[next++];
+  }
+  if (next < positional_arguments.size()) {
+    return fail(kExitConfigError, "unexpected argument '" + positional_arguments[next] + "'");
   }
   if (arguments.count("help") != 0 || (command.empty() && arguments.count("version") == 0)) {
     std::cout << options << "\n";
@@ -221,7 +250,8 @@ int main(int argc, char** argv) {
   if (command == "plugins") {
     return listPlugins(loader);
   }
-  if (command != "run" && command != "check" && command != "status") {
+  if (command != "run" && command != "check" && command != "status" && command != "revoke" &&
+      command != "account") {
     return fail(kExitConfigError, "unknown command '" + command + "' (see certfleet --help)");
   }
   if (pipeline_file.empty()) {
@@ -251,6 +281,41 @@ int main(int argc, char** argv) {
     }
     std::cout << pipeline_file << ": ok (" << (*runner)->pipeline().hosts.size() << " hosts, "
               << (*runner)->pipeline().stages.size() << " stages)\n";
+    return kExitOk;
+  }
+
+  if (command == "revoke") {
+    const std::map<std::string, certfleet::RevocationReason> reasons = {
+        {"unspecified", certfleet::RevocationReason::kUnspecified},
+        {"keyCompromise", certfleet::RevocationReason::kKeyCompromise},
+        {"affiliationChanged", certfleet::RevocationReason::kAffiliationChanged},
+        {"superseded", certfleet::RevocationReason::kSuperseded},
+        {"cessationOfOperation", certfleet::RevocationReason::kCessationOfOperation}};
+    if (only_hosts.size() != 1) {
+      return fail(kExitConfigError, "revoke needs exactly one --host");
+    }
+    if (reasons.count(reason) == 0) {
+      return fail(kExitConfigError,
+                  "--reason must be unspecified, keyCompromise, affiliationChanged, "
+                  "superseded or cessationOfOperation");
+    }
+    certfleet::Status revoked = (*runner)->revokeHost(only_hosts.front(), reasons.at(reason));
+    if (!revoked.ok()) {
+      return fail(revoked.code() == certfleet::StatusCode::kInvalidArgument ? kExitConfigError
+                                                                            : kExitHostFailed,
+                  revoked.message());
+    }
+    std::cout << only_hosts.front() << ": revoked (" << reason << ")\n";
+    return kExitOk;
+  }
+  if (command == "account") {
+    certfleet::Status done = (*runner)->accountAction(account_action);
+    if (!done.ok()) {
+      return fail(done.code() == certfleet::StatusCode::kInvalidArgument ? kExitConfigError
+                                                                         : kExitHostFailed,
+                  done.message());
+    }
+    std::cout << "account " << account_action << ": done\n";
     return kExitOk;
   }
 

@@ -36,9 +36,7 @@ std::string renderMetrics(const std::string& pipeline,
        "Expiry of the host's current certificate.",
        [](const HostRecord& r) { return r.not_after; }},
       {"certfleet_renewal_timestamp_seconds", "When the host's certificate becomes due.",
-       [](const HostRecord& r) {
-         return r.not_after != 0 ? renewalMoment(r.not_before, r.not_after) : std::int64_t{0};
-       }},
+       [](const HostRecord& r) { return renewalAt(r); }},
       {"certfleet_certificate_deployed", "1 when the host serves its current certificate.",
        [](const HostRecord& r) {
          return std::int64_t{!r.fingerprint.empty() && r.fingerprint == r.deployed_fingerprint};

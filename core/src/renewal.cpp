@@ -9,6 +9,21 @@ std::int64_t renewalMoment(std::int64_t not_before, std::int64_t not_after) {
   return not_after - keep;
 }
 
+std::int64_t renewalAt(const HostRecord& record) {
+  if (record.not_after == 0) {
+    return 0;
+  }
+  return record.ari_renew_at != 0 ? record.ari_renew_at
+                                  : renewalMoment(record.not_before, record.not_after);
+}
+
+std::string renewalBasis(const HostRecord& record) {
+  if (record.not_after == 0) {
+    return "";
+  }
+  return record.ari_renew_at != 0 ? "ari" : "lifetime";
+}
+
 std::string joinNames(const std::vector<std::string>& names) {
   std::string joined;
   for (const std::string& name : names) {

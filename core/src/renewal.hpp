@@ -29,6 +29,11 @@ RenewalDecision decideRenewal(const HostConfig& host,
                               std::int64_t now,
                               bool force);
 
+// When a recorded certificate becomes due, and by which rule: "ari" (the CA's window) or
+// "lifetime" (a third left); 0 and "" without a certificate.
+std::int64_t renewalAt(const HostRecord& record);
+std::string renewalBasis(const HostRecord& record);
+
 std::string joinNames(const std::vector<std::string>& names);
 
 }  // namespace certfleet

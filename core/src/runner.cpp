@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -60,6 +61,8 @@ void logCore(LogLevel level, const std::string& message) {
   logging::write(level, "", "", message);
 }
 
+}  // namespace
+
 // Holds an exclusive lock on the state directory for the whole run. The kernel drops it
 // when the process dies, however it dies, so a crashed run never blocks the next one.
 class RunLock {
@@ -92,8 +95,6 @@ class RunLock {
   explicit RunLock(int descriptor) : descriptor_(descriptor) {}
   int descriptor_;
 };
-
-}  // namespace
 
 // The live line on a terminal: hosts done, failed, and the stage of each in flight.
 class Progress {
@@ -160,6 +161,8 @@ struct Runner::HostWork {
   HostOutcome outcome;
   bool failed = false;
   bool issued = false;
+  bool has_current_pair = false;
+  std::string current_leaf_pem;  // the certificate a new order replaces
   // Issuance
   std::string csr_pem;
   Order order;
@@ -285,19 +288,10 @@ Status Runner::checkHosts() const {
 }
 
 Result<RunReport> Runner::run(const RunOptions& options) {
-  Status private_state = makePrivateDirectory(pipeline_.state_directory);
-  if (!private_state.ok()) {
-    return private_state;
+  Status opened = openState();
+  if (!opened.ok()) {
+    return opened;
   }
-  Result<std::unique_ptr<RunLock>> lock = RunLock::acquire(pipeline_.state_directory);
-  if (!lock.ok()) {
-    return lock.status();
-  }
-  Result<std::unique_ptr<StateStore>> state = openSqliteStateStore(pipeline_.state_directory);
-  if (!state.ok()) {
-    return state.status();
-  }
-  state_ = std::move(*state);
   KeyStore keys(pipeline_.state_directory);
   removeLeftoverRecords();
   std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
@@ -331,7 +325,32 @@ Result<RunReport> Runner::run(const RunOptions& options) {
       continue;
     }
     work->record = *record;
-    work->decision = decideRenewal(host, work->record, current->has_value(), now, options.force);
+    work->has_current_pair = current->has_value();
+    if (work->has_current_pair) {
+      work->current_leaf_pem = (*current)->leaf_pem;
+      adoptKeyStorePair(*work, **current);
+    }
+    all_work.push_back(std::move(work));
+  }
+
+  // The CA's renewal window (ARI) for every current certificate whose last answer is due
+  // for a refresh, asked in parallel before anything is decided.
+  std::vector<HostWork*> to_ask;
+  for (auto& work : all_work) {
+    if (!work->failed && work->record && !work->current_leaf_pem.empty() &&
+        now >= work->record->ari_next_check) {
+      to_ask.push_back(work.get());
+    }
+  }
+  forEachParallel(to_ask.size(), pipeline_.parallel,
+                  [&](std::size_t index) { refreshRenewalWindow(*to_ask[index], now); });
+
+  for (auto& work : all_work) {
+    if (work->failed) {
+      continue;
+    }
+    const HostConfig& host = *work->host;
+    work->decision = decideRenewal(host, work->record, work->has_current_pair, now, options.force);
     work->outcome.detail = work->decision.reason;
     if (work->record) {
       work->outcome.serial = work->record->serial;
@@ -344,7 +363,6 @@ Result<RunReport> Runner::run(const RunOptions& options) {
     if (!work->decision.issue && !work->decision.deploy) {
       progress_->finish(host.target.name, true);
     }
-    all_work.push_back(std::move(work));
   }
 
   std::vector<HostWork*> to_issue;
@@ -474,7 +492,7 @@ void Runner::issue(std::vector<HostWork*>& work) {
       return;
     }
     host.csr_pem = std::move(*csr);
-    Result<Order> order = ca_->newOrder(host.host->target.names, "");
+    Result<Order> order = ca_->newOrder(host.host->target.names, host.current_leaf_pem);
     if (!order.ok()) {
       host.fail(order.status());
       return;
@@ -680,6 +698,137 @@ void Runner::issue(std::vector<HostWork*>& work) {
     }
     deploy(host);
   });
+}
+
+void Runner::adoptKeyStorePair(HostWork& work, const CertificateBundle& current) {
+  // The key store is promoted before the state is saved: a run killed in between leaves a
+  // current pair the state does not know yet. The pair wins; the host then gets deployed.
+  Result<CertificateInfo> info = inspectChain(current.fullchain_pem);
+  if (!info.ok() || (work.record && work.record->fingerprint == info->fingerprint)) {
+    return;
+  }
+  HostRecord record = work.record.value_or(HostRecord{});
+  record.host = work.host->target.name;
+  record.names = joinNames(work.host->target.names);
+  record.key_type = keyTypeName(work.host->key_type);
+  record.serial = info->serial;
+  record.not_before = info->not_before;
+  record.not_after = info->not_after;
+  record.fingerprint = info->fingerprint;
+  record.ari_renew_at = 0;
+  record.ari_next_check = 0;
+  record.revoked = false;
+  work.record = record;
+  logging::HostScope scope(work.host->target.name);
+  logCore(LogLevel::kInfo, "adopting serial " + info->serial + " from the key store");
+}
+
+Status Runner::openState() {
+  Status private_state = makePrivateDirectory(pipeline_.state_directory);
+  if (!private_state.ok()) {
+    return private_state;
+  }
+  Result<std::unique_ptr<RunLock>> lock = RunLock::acquire(pipeline_.state_directory);
+  if (!lock.ok()) {
+    return lock.status();
+  }
+  lock_ = std::move(*lock);
+  Result<std::unique_ptr<StateStore>> state = openSqliteStateStore(pipeline_.state_directory);
+  if (!state.ok()) {
+    return state.status();
+  }
+  state_ = std::move(*state);
+  return {};
+}
+
+Status Runner::revokeHost(const std::string& host_name, RevocationReason reason) {
+  if (pipeline_.host(host_name) == nullptr) {
+    return invalidArgument("host '" + host_name + "' is not in " + pipeline_.file.string());
+  }
+  Status opened = openState();
+  if (!opened.ok()) {
+    return opened;
+  }
+  logging::HostScope scope(host_name);
+  KeyStore keys(pipeline_.state_directory);
+  Result<std::optional<CertificateBundle>> current = keys.current(host_name);
+  Result<std::optional<HostRecord>> record = state_->find(host_name);
+  if (!current.ok() || !record.ok()) {
+    return !current.ok() ? current.status() : record.status();
+  }
+  if (!current->has_value() || !record->has_value()) {
+    return notFound("host " + host_name + " has no certificate to revoke");
+  }
+  Status account = ca_->prepareAccount();
+  if (!account.ok()) {
+    return account;
+  }
+  Status revoked = ca_->revoke((*current)->leaf_pem, reason);
+  if (!revoked.ok()) {
+    return revoked.withContext("host " + host_name);
+  }
+  HostRecord updated = **record;
+  updated.revoked = true;
+  updated.last_result = "revoked";
+  updated.last_attempt = static_cast<std::int64_t>(std::time(nullptr));
+  logCore(LogLevel::kInfo, "revoked serial " + updated.serial + "; the next run replaces it");
+  return state_->save(updated);
+}
+
+Status Runner::accountAction(const std::string& action) {
+  Status opened = openState();
+  if (!opened.ok()) {
+    return opened;
+  }
+  Status account = ca_->prepareAccount();
+  if (!account.ok()) {
+    return account;
+  }
+  if (action == "rollover") {
+    return ca_->rolloverAccountKey();
+  }
+  if (action == "deactivate") {
+    return ca_->deactivateAccount();
+  }
+  return invalidArgument("account action must be rollover or deactivate, got '" + action + "'");
+}
+
+void Runner::refreshRenewalWindow(HostWork& work, std::int64_t now) {
+  logging::HostScope scope(work.host->target.name);
+  HostRecord& record = *work.record;
+  Result<RenewalWindow> window = ca_->renewalInfo(work.current_leaf_pem);
+  constexpr std::int64_t kDefaultRecheck = 6 * 3600;
+  if (!window.ok()) {
+    if (window.status().code() != StatusCode::kNotFound) {
+      logCore(LogLevel::kWarn, "renewal information: " + window.status().message());
+    }
+    // No ARI from this CA (or no answer now): the lifetime rule decides; ask again later.
+    record.ari_renew_at = 0;
+    record.ari_next_check =
+        now +
+        (window.status().code() == StatusCode::kNotFound ? 4 * kDefaultRecheck : kDefaultRecheck);
+  } else {
+    // A moment picked at random inside the window spreads a fleet's renewals, as RFC 9773
+    // asks; one already picked inside the same window is kept, so runs agree.
+    bool keep = record.ari_renew_at >= window->start && record.ari_renew_at <= window->end &&
+                record.ari_renew_at != 0;
+    if (!keep) {
+      std::int64_t span = std::max<std::int64_t>(window->end - window->start, 0);
+      static thread_local std::mt19937_64 generator{std::random_device{}()};
+      record.ari_renew_at =
+          window->start +
+          (span > 0 ? static_cast<std::int64_t>(generator() % static_cast<std::uint64_t>(span))
+                    : 0);
+    }
+    record.ari_next_check = window->retry_after > now ? window->retry_after : now + kDefaultRecheck;
+    logCore(LogLevel::kDebug, "renewal window " + std::to_string(window->start) + "-" +
+                                  std::to_string(window->end) + ", renewing at " +
+                                  std::to_string(record.ari_renew_at));
+  }
+  Status saved = state_->save(record);
+  if (!saved.ok()) {
+    logCore(LogLevel::kWarn, saved.message());
+  }
 }
 
 void Runner::removeLeftoverRecords() {

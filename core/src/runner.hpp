@@ -46,6 +46,12 @@ class Runner {
 
   Result<RunReport> run(const RunOptions& options);
 
+  // Revokes the host's current certificate; the next run issues a new one.
+  Status revokeHost(const std::string& host, RevocationReason reason);
+
+  // "rollover" replaces the account key (RFC 8555 7.3.5); "deactivate" ends the account.
+  Status accountAction(const std::string& action);
+
   const Pipeline& pipeline() const { return pipeline_; }
 
   ~Runner();
@@ -58,11 +64,16 @@ class Runner {
 
   void issue(std::vector<HostWork*>& work);
   void removeLeftoverRecords();
+  // Asks the CA for the certificate's renewal window (RFC 9773) and records the moment.
+  void refreshRenewalWindow(HostWork& work, std::int64_t now);
   // True when the host holds its current pair (or, for a host not due, when it cannot be
   // told); false when it must be deployed.
   bool inPlaceVerdict(HostWork& work);
   void deploy(HostWork& work);
   Status deployAndConfirm(const HostWork& work, const CertificateBundle& bundle);
+  // The run lock and the state store, for every command that changes the state.
+  Status openState();
+  void adoptKeyStorePair(HostWork& work, const CertificateBundle& current);
 
   Pipeline pipeline_;
   std::chrono::steady_clock::time_point deadline_;
@@ -77,6 +88,7 @@ class Runner {
   HookPlugin* verify_ = nullptr;
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<Progress> progress_;
+  std::unique_ptr<class RunLock> lock_;
 };
 
 }  // namespace certfleet

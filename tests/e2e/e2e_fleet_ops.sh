@@ -14,6 +14,14 @@ pubkey_of_cert() { openssl x509 -noout -pubkey 2>/dev/null <<<"$1"; }
 pubkey_of_key() { openssl pkey -pubout -in "$1" 2>/dev/null; }
 
 hosts_serve_matching_pairs() {
+  # nginx reloads asynchronously: give a reload that just happened a moment to land.
+  for _ in $(seq 1 20); do
+    hosts_serve_matching_pairs_now && return 0
+    sleep 0.1
+  done
+  return 1
+}
+hosts_serve_matching_pairs_now() {
   local ok=0
   for n in 1 2; do
     local port_var="HOST${n}_TLS_PORT" dir_var="HOST${n}_TLS_DIR"
