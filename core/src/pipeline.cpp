@@ -10,6 +10,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "dns_lookup.hpp"
 #include "logging.hpp"
 
 namespace certfleet {
@@ -17,11 +18,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::set<std::string> kTopLevelKeys = {"version", "name",        "state_dir",    "stages",
-                                             "hosts",   "propagation", "environments", "variables",
-                                             "run",     "metrics_file"};
-const std::set<std::string> kStageBlockKeys = {"plugin", "ca_bundle", "settings"};
-const std::set<std::string> kHostKeys = {"address", "port", "user", "names", "key_type", "stages"};
+const std::set<std::string> kTopLevelKeys = {
+    "version",      "name",      "state_dir", "stages",       "hosts",          "propagation",
+    "environments", "variables", "run",       "metrics_file", "challenge_alias"};
+const std::set<std::string> kStageBlockKeys = {"plugin", "ca_bundle", "settings", "caa_identity"};
+const std::set<std::string> kHostKeys = {"address",  "port",   "user",           "names",
+                                         "key_type", "stages", "challenge_alias"};
+const std::set<std::string> kPropagationKeys = {"nameservers", "resolvers", "nameserver_port",
+                                                "timeout", "settle"};
 
 // Builds a pipeline from the (environment-merged) YAML tree. Collects nothing: the first
 // error ends the load, since later errors are often caused by the first one.
@@ -204,6 +208,52 @@ bool validDnsName(const std::string& name) {
   return name.size() <= 253 && std::regex_match(name, kName);
 }
 
+// A plain DNS name (no wildcard), lower-cased: a challenge alias or a CAA issuer domain.
+Result<std::string> readDomain(const PipelineReader& reader,
+                               const YAML::Node& node,
+                               const std::string& what,
+                               const std::string& hint) {
+  Result<std::string> value = reader.scalar(node, what);
+  if (!value.ok()) {
+    return value.status();
+  }
+  std::string lowered = *value;
+  std::transform(lowered.begin(), lowered.end(), lowered.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  if (!lowered.empty() && lowered.back() == '.') {
+    lowered.pop_back();
+  }
+  if (!validDnsName(lowered) || lowered.rfind("*.", 0) == 0) {
+    return reader.error(node, what + " '" + *value + "' is not a DNS name" + hint);
+  }
+  return lowered;
+}
+
+// A list of nameserver addresses ("127.0.0.1:5300"), each checked where it is written.
+Result<std::vector<std::string>> readNameservers(const PipelineReader& reader,
+                                                 const YAML::Node& node,
+                                                 const std::string& what) {
+  if (!node.IsSequence()) {
+    return reader.error(node, "'" + what + "' must be a list");
+  }
+  std::vector<std::string> servers;
+  for (const auto& entry : node) {
+    Result<std::string> value = reader.scalar(entry, what);
+    if (!value.ok()) {
+      return value.status();
+    }
+    Result<Nameserver> parsed = parseNameserver(*value);
+    if (!parsed.ok()) {
+      return reader.error(entry, what + ": " + parsed.status().message());
+    }
+    servers.push_back(*value);
+  }
+  return servers;
+}
+
+const char* const kAliasHint =
+    " (write the alias's own name: for _acme-challenge.alias.example.com, alias.example.com)";
+
 Result<StageConfig> readStage(const PipelineReader& reader,
                               const std::string& key,
                               const YAML::Node& node) {
@@ -316,6 +366,18 @@ Result<HostConfig> readHost(const PipelineReader& reader,
       return reader.error(name_entry, label + ": name '" + lowered + "' is listed twice");
     }
     host.target.names.push_back(lowered);
+  }
+
+  if (node["challenge_alias"]) {
+    // An empty value opts the host out of the pipeline's default alias.
+    Result<std::string> alias =
+        node["challenge_alias"].IsScalar() && node["challenge_alias"].Scalar().empty()
+            ? Result<std::string>(std::string())
+            : readDomain(reader, node["challenge_alias"], label + ": challenge_alias", kAliasHint);
+    if (!alias.ok()) {
+      return alias.status();
+    }
+    host.challenge_alias = *alias;
   }
 
   if (node["key_type"]) {
@@ -455,26 +517,77 @@ Result<Pipeline> readPipeline(PipelineReader& reader,
       return reader.error(stages, std::string("stage '") + required + "' is missing");
     }
   }
+  // The CA's CAA identity is a core key of the ca stage, not a plugin setting: the core
+  // checks CAA before it asks the plugin for an order.
+  for (const auto& item : stages) {
+    const YAML::Node& identity = item.second["caa_identity"];
+    if (!identity) {
+      continue;
+    }
+    if (item.first.as<std::string>() != "ca") {
+      return reader.error(identity, "caa_identity belongs in stage 'ca'");
+    }
+    Result<std::string> value =
+        readDomain(reader, identity, "caa_identity", " (the CA's issuer domain name)");
+    if (!value.ok()) {
+      return value.status();
+    }
+    pipeline.caa_identity = *value;
+  }
+
+  std::string default_alias;
+  if (const YAML::Node& alias = root["challenge_alias"]) {
+    Result<std::string> value = readDomain(reader, alias, "challenge_alias", kAliasHint);
+    if (!value.ok()) {
+      return value.status();
+    }
+    default_alias = *value;
+  }
 
   if (const YAML::Node& propagation = root["propagation"]) {
     if (!propagation.IsMap()) {
       return reader.error(propagation, "'propagation' must be a map");
     }
-    Status allowed = reader.checkKeys(propagation, {"nameservers", "timeout"}, "'propagation'");
+    Status allowed = reader.checkKeys(propagation, kPropagationKeys, "'propagation'");
     if (!allowed.ok()) {
       return allowed;
     }
     if (const YAML::Node& servers = propagation["nameservers"]) {
-      if (!servers.IsSequence()) {
-        return reader.error(servers, "'nameservers' must be a list");
+      Result<std::vector<std::string>> value = readNameservers(reader, servers, "nameservers");
+      if (!value.ok()) {
+        return value.status();
       }
-      for (const auto& server : servers) {
-        Result<std::string> value = reader.scalar(server, "nameserver");
-        if (!value.ok()) {
-          return value.status();
-        }
-        pipeline.propagation.nameservers.push_back(*value);
+      pipeline.propagation.nameservers = *value;
+    }
+    if (const YAML::Node& servers = propagation["resolvers"]) {
+      Result<std::vector<std::string>> value = readNameservers(reader, servers, "resolvers");
+      if (!value.ok()) {
+        return value.status();
       }
+      pipeline.propagation.resolvers = *value;
+    }
+    if (const YAML::Node& port = propagation["nameserver_port"]) {
+      Result<std::string> value = reader.scalar(port, "nameserver_port");
+      if (!value.ok()) {
+        return value.status();
+      }
+      char* end = nullptr;
+      long number = std::strtol(value->c_str(), &end, 10);
+      if (value->empty() || *end != '\0' || number < 1 || number > 65535) {
+        return reader.error(port, "nameserver_port must be 1-65535, got '" + *value + "'");
+      }
+      pipeline.propagation.nameserver_port = static_cast<std::uint16_t>(number);
+    }
+    if (const YAML::Node& settle = propagation["settle"]) {
+      Result<std::string> value = reader.scalar(settle, "settle");
+      if (!value.ok()) {
+        return value.status();
+      }
+      auto parsed = Settings::parseDuration(*value);
+      if (!parsed) {
+        return reader.error(settle, "settle must be a duration such as 2s");
+      }
+      pipeline.propagation.settle = *parsed;
     }
     if (const YAML::Node& timeout = propagation["timeout"]) {
       Result<std::string> value = reader.scalar(timeout, "timeout");
@@ -539,6 +652,9 @@ Result<Pipeline> readPipeline(PipelineReader& reader,
     Result<HostConfig> host = readHost(reader, item.first, item.second, pipeline.stages);
     if (!host.ok()) {
       return host.status();
+    }
+    if (!item.second["challenge_alias"]) {
+      host->challenge_alias = default_alias;
     }
     pipeline.hosts.push_back(std::move(*host));
   }

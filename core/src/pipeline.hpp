@@ -27,13 +27,21 @@ struct StageConfig {
 struct HostConfig {
   HostTarget target;
   KeyType key_type = KeyType::kEcP256;
+  // When set, _acme-challenge.<name> of every name is a CNAME to
+  // _acme-challenge.<challenge_alias>, and the records are written there.
+  std::string challenge_alias;
   std::map<std::string, Settings> stage_overrides;  // by stage key
   std::string location;
 };
 
 struct PropagationConfig {
-  std::vector<std::string> nameservers;  // asked directly; "127.0.0.1:5300"
+  // Asked directly, "127.0.0.1:5300". Empty: each record's zone and its authoritative
+  // servers are looked up through `resolvers`.
+  std::vector<std::string> nameservers;
+  std::vector<std::string> resolvers;  // for lookups; empty: those of /etc/resolv.conf
+  std::uint16_t nameserver_port = 53;  // where discovered authoritative servers are asked
   std::chrono::milliseconds timeout{std::chrono::seconds(120)};
+  std::chrono::milliseconds settle{0};  // waited once more after every record was seen
 };
 
 struct Pipeline {
@@ -45,6 +53,7 @@ struct Pipeline {
   std::vector<StageConfig> stages;
   std::vector<HostConfig> hosts;
   PropagationConfig propagation;
+  std::string caa_identity;  // stages.ca.caa_identity; empty: no CAA pre-check
   std::chrono::milliseconds run_timeout{std::chrono::minutes(30)};
   std::size_t parallel = 8;
   bool check_in_place = true;  // compare each host's files with its current pair

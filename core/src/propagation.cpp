@@ -8,8 +8,7 @@
 
 #include <ldns/ldns.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
+#include "interrupt.hpp"
 
 namespace certfleet {
 namespace {
@@ -22,6 +21,8 @@ constexpr std::chrono::milliseconds kFirstInterval{20};
 constexpr std::chrono::milliseconds kMaxInterval{1000};
 // How many missing records a timeout message spells out before it only counts the rest.
 constexpr std::size_t kMaxListedRecords = 10;
+// How often a wait between rounds looks at its stop condition.
+constexpr std::chrono::milliseconds kStopPoll{25};
 
 struct ResolverFree {
   void operator()(ldns_resolver* resolver) const { ldns_resolver_deep_free(resolver); }
@@ -35,19 +36,6 @@ struct RdfFree {
 using ResolverPtr = std::unique_ptr<ldns_resolver, ResolverFree>;
 using PktPtr = std::unique_ptr<ldns_pkt, PktFree>;
 using RdfPtr = std::unique_ptr<ldns_rdf, RdfFree>;
-
-std::string describe(const Nameserver& server) {
-  if (server.address.find(':') != std::string::npos) {
-    return "[" + server.address + "]:" + std::to_string(server.port);
-  }
-  return server.address + ":" + std::to_string(server.port);
-}
-
-Status badNameserver(const std::string& text) {
-  return invalidArgument("nameserver '" + text +
-                         "' must be an IPv4 or IPv6 address with an optional port "
-                         "(127.0.0.1:5300, [::1]:53)");
-}
 
 // A resolver that asks exactly one server, without recursion, search list or
 // /etc/resolv.conf: what the server itself holds is the question, not what a cache says.
@@ -149,59 +137,6 @@ Result<bool> askServer(ldns_resolver* resolver,
 
 }  // namespace
 
-Result<Nameserver> parseNameserver(const std::string& text) {
-  Nameserver server;
-  std::string host = text;
-  std::string port;
-  if (!text.empty() && text.front() == '[') {
-    std::size_t close = text.find(']');
-    if (close == std::string::npos) {
-      return badNameserver(text);
-    }
-    host = text.substr(1, close - 1);
-    std::string rest = text.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':' || rest.size() == 1) {
-        return badNameserver(text);
-      }
-      port = rest.substr(1);
-    }
-  } else if (std::count(text.begin(), text.end(), ':') == 1) {
-    // One colon separates IPv4 and port; a bare IPv6 address has several.
-    std::size_t colon = text.find(':');
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-    if (port.empty()) {
-      return badNameserver(text);
-    }
-  }
-
-  if (!port.empty()) {
-    if (port.size() > 5 ||
-        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      return badNameserver(text);
-    }
-    int number = std::stoi(port);
-    if (number < 1 || number > 65535) {
-      return badNameserver(text);
-    }
-    server.port = static_cast<std::uint16_t>(number);
-  }
-
-  in_addr v4{};
-  in6_addr v6{};
-  bool is_v6 = host.find(':') != std::string::npos;
-  if (is_v6 ? inet_pton(AF_INET6, host.c_str(), &v6) != 1
-            : inet_pton(AF_INET, host.c_str(), &v4) != 1) {
-    return badNameserver(text);
-  }
-  if (!is_v6 && text.front() == '[') {
-    return badNameserver(text);
-  }
-  server.address = host;
-  return server;
-}
-
 PropagationChecker::PropagationChecker(std::vector<Nameserver> nameservers)
     : nameservers_(std::move(nameservers)) {}
 
@@ -223,41 +158,68 @@ Result<bool> PropagationChecker::isVisible(const TxtRecord& record) const {
   return true;
 }
 
-Status PropagationChecker::waitForRecords(const std::vector<TxtRecord>& records,
-                                          Clock::time_point deadline) const {
-  if (nameservers_.empty()) {
-    return invalidArgument("no nameservers to check the txt records against");
-  }
+PropagationReport waitForPropagation(const std::vector<CheckGroup>& groups,
+                                     Clock::time_point deadline,
+                                     const std::function<bool()>& stop) {
   Clock::time_point start = Clock::now();
+  PropagationReport report;
+
+  // Every distinct server gets one resolver, however many groups name it.
+  std::vector<Nameserver> servers;
+  for (const CheckGroup& group : groups) {
+    for (const Nameserver& server : group.servers) {
+      if (std::find(servers.begin(), servers.end(), server) == servers.end()) {
+        servers.push_back(server);
+      }
+    }
+  }
+  report.servers = servers.size();
   std::vector<ResolverPtr> resolvers;
-  for (const Nameserver& server : nameservers_) {
+  for (const Nameserver& server : servers) {
     Result<ResolverPtr> resolver = makeResolver(server, kQueryTimeout);
     if (!resolver.ok()) {
-      return resolver.status();
+      report.status = resolver.status().withContext("dns propagation");
+      return report;
     }
     resolvers.push_back(std::move(*resolver));
   }
 
   // For each record, the servers that have not shown it yet, and why when it is not just
   // absence (an error answer or no answer at all).
+  std::vector<const TxtRecord*> records;
   std::map<std::size_t, std::map<std::size_t, std::string>> missing;
-  for (std::size_t r = 0; r < records.size(); ++r) {
-    for (std::size_t s = 0; s < nameservers_.size(); ++s) {
-      missing[r][s] = "";
+  for (const CheckGroup& group : groups) {
+    if (group.servers.empty() && !group.records.empty()) {
+      report.status = invalidArgument("dns propagation: no nameservers to check " +
+                                      group.records.front().fqdn + " against");
+      return report;
+    }
+    for (const TxtRecord& record : group.records) {
+      std::size_t index = records.size();
+      records.push_back(&record);
+      for (const Nameserver& server : group.servers) {
+        std::size_t position = static_cast<std::size_t>(
+            std::find(servers.begin(), servers.end(), server) - servers.begin());
+        missing[index][position] = "";
+      }
     }
   }
+  report.records = records.size();
 
   std::chrono::milliseconds interval = kFirstInterval;
+  bool stopped = false;
   for (bool first_round = true;; first_round = false) {
     // A server that did not answer once in a round is not asked again in that round: with
     // hundreds of records, one timeout each would stretch the round far past the deadline.
     std::map<std::size_t, std::string> silent;
-    for (auto record = missing.begin(); record != missing.end();) {
+    for (auto record = missing.begin(); record != missing.end() && !stopped;) {
       std::vector<std::size_t> confirmed;
       for (auto server = record->second.begin(); server != record->second.end(); ++server) {
+        if (stop && stop()) {
+          stopped = true;
+          break;
+        }
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        // The first round always completes, so records already in place pass even when
-        // the deadline has gone by; later rounds stop at the deadline.
         if (left.count() <= 0 && !first_round) {
           break;
         }
@@ -274,9 +236,10 @@ Status PropagationChecker::waitForRecords(const std::vector<TxtRecord>& records,
 
         std::string why;
         Result<bool> seen =
-            askServer(resolver, nameservers_[server->first], records[record->first], &why);
+            askServer(resolver, servers[server->first], *records[record->first], &why);
         if (!seen.ok() && seen.status().code() == StatusCode::kInvalidArgument) {
-          return seen.status().withContext("dns propagation");
+          report.status = seen.status().withContext("dns propagation");
+          return report;
         }
         if (seen.ok() && *seen) {
           confirmed.push_back(server->first);
@@ -294,38 +257,198 @@ Status PropagationChecker::waitForRecords(const std::vector<TxtRecord>& records,
       record = record->second.empty() ? missing.erase(record) : std::next(record);
     }
     if (missing.empty()) {
-      return {};
+      report.waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+      return report;
     }
 
     Clock::time_point now = Clock::now();
-    if (now >= deadline) {
+    if (stopped || now >= deadline) {
       break;
     }
-    std::this_thread::sleep_for(std::min<Clock::duration>(interval, deadline - now));
+    // Short naps, so that `stop` is heard within a few tens of milliseconds.
+    Clock::time_point wake = std::min<Clock::time_point>(now + interval, deadline);
+    while (Clock::now() < wake && !(stop && stop())) {
+      std::this_thread::sleep_for(std::min<Clock::duration>(kStopPoll, wake - Clock::now()));
+    }
     interval = std::min(kMaxInterval, interval * 3 / 2);
   }
 
-  auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-  std::string message = "dns propagation: after " + std::to_string(waited.count()) + "ms, " +
-                        std::to_string(missing.size()) + " of " + std::to_string(records.size()) +
-                        " txt record(s) still not served: ";
+  report.waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+  std::string message =
+      "dns propagation: " + std::string(stopped ? "interrupted after " : "after ") +
+      std::to_string(report.waited.count()) + "ms, " + std::to_string(missing.size()) + " of " +
+      std::to_string(records.size()) + " txt record(s) still not served: ";
   std::size_t listed = 0;
-  for (const auto& [record, servers] : missing) {
-    if (listed == kMaxListedRecords) {
-      message += "; and " + std::to_string(missing.size() - listed) + " more";
-      break;
-    }
-    message += (listed++ == 0 ? "" : "; ") + records[record].fqdn + " missing on ";
-    bool first = true;
-    for (const auto& [server, why] : servers) {
-      message += (first ? "" : ", ") + describe(nameservers_[server]);
+  for (const auto& [record, where] : missing) {
+    std::string text;
+    for (const auto& [server, why] : where) {
+      text += (text.empty() ? "" : ", ") + describe(servers[server]);
       if (!why.empty()) {
-        message += " (" + why + ")";
+        text += " (" + why + ")";
       }
-      first = false;
     }
+    report.missing.push_back(MissingRecord{*records[record], text});
+    if (listed < kMaxListedRecords) {
+      message += (listed == 0 ? "" : "; ") + records[record]->fqdn + " missing on " + text;
+    } else if (listed == kMaxListedRecords) {
+      message += "; and " + std::to_string(missing.size() - listed) + " more";
+    }
+    ++listed;
   }
-  return deadlineExceeded(message);
+  report.status = deadlineExceeded(message);
+  return report;
+}
+
+DiscoveredChecks discoverChecks(const DnsLookup& lookup, const std::vector<TxtRecord>& records) {
+  DiscoveredChecks plan;
+  std::map<std::string, Result<AuthoritativeServers>> by_zone;
+  std::map<std::vector<Nameserver>, std::size_t> group_of;
+  for (const TxtRecord& record : records) {
+    Result<std::string> zone = lookup.findZone(record.fqdn);
+    if (!zone.ok()) {
+      plan.failed.emplace_back(record, zone.status());
+      continue;
+    }
+    auto known = by_zone.find(*zone);
+    if (known == by_zone.end()) {
+      known = by_zone.emplace(*zone, lookup.authoritativeServers(*zone)).first;
+      if (known->second.ok()) {
+        for (const std::string& name : known->second->unresolved) {
+          plan.warnings.push_back("zone " + *zone + ": nameserver " + name +
+                                  " has no address and is not checked");
+        }
+      }
+    }
+    if (!known->second.ok()) {
+      plan.failed.emplace_back(record, known->second.status());
+      continue;
+    }
+    const std::vector<Nameserver>& servers = known->second->servers;
+    auto group = group_of.find(servers);
+    if (group == group_of.end()) {
+      group = group_of.emplace(servers, plan.groups.size()).first;
+      plan.groups.push_back(CheckGroup{servers, {}});
+    }
+    plan.groups[group->second].records.push_back(record);
+  }
+  return plan;
+}
+
+Result<std::unique_ptr<DnsLookup>> makeDnsLookup(const PropagationConfig& config) {
+  std::vector<Nameserver> resolvers;
+  for (const std::string& text : config.resolvers) {
+    Result<Nameserver> server = parseNameserver(text);
+    if (!server.ok()) {
+      return server.status();
+    }
+    resolvers.push_back(*server);
+  }
+  if (resolvers.empty()) {
+    Result<std::vector<Nameserver>> system = systemResolvers();
+    if (!system.ok()) {
+      return system.status();
+    }
+    resolvers = std::move(*system);
+  }
+  return std::make_unique<DnsLookup>(std::move(resolvers), config.nameserver_port);
+}
+
+bool followsCnames(const PropagationConfig& config) {
+  return config.nameservers.empty() || !config.resolvers.empty();
+}
+
+ConfirmOutcome confirmRecords(const PropagationConfig& config,
+                              const DnsLookup* lookup,
+                              const std::vector<TxtRecord>& records,
+                              Clock::time_point deadline,
+                              const std::function<bool()>& stop) {
+  ConfirmOutcome outcome;
+  std::vector<CheckGroup> groups;
+  if (!config.nameservers.empty()) {
+    std::vector<Nameserver> servers;
+    for (const std::string& text : config.nameservers) {
+      Result<Nameserver> server = parseNameserver(text);
+      if (!server.ok()) {
+        for (const TxtRecord& record : records) {
+          outcome.failed.emplace_back(record, server.status().withContext("dns propagation"));
+        }
+        return outcome;
+      }
+      servers.push_back(*server);
+    }
+    groups.push_back(CheckGroup{std::move(servers), records});
+  } else if (lookup == nullptr) {
+    for (const TxtRecord& record : records) {
+      outcome.failed.emplace_back(
+          record, invalidArgument("dns propagation: no nameservers and no resolvers to find them"));
+    }
+    return outcome;
+  } else {
+    DiscoveredChecks plan = discoverChecks(*lookup, records);
+    for (auto& [record, status] : plan.failed) {
+      outcome.failed.emplace_back(record, status.withContext("dns propagation"));
+    }
+    outcome.warnings = std::move(plan.warnings);
+    groups = std::move(plan.groups);
+  }
+
+  for (const CheckGroup& group : groups) {
+    if (group.records.empty()) {
+      continue;
+    }
+    std::string servers;
+    for (const Nameserver& server : group.servers) {
+      servers += (servers.empty() ? "" : ", ") + describe(server);
+    }
+    outcome.plan.push_back("dns propagation: " + std::to_string(group.records.size()) +
+                           " record(s) like " + group.records.front().fqdn + " on " + servers);
+  }
+
+  PropagationReport report = waitForPropagation(groups, deadline, stop);
+  if (!report.status.ok() && report.missing.empty()) {
+    // Nothing was asked at all (a malformed record or server): every record fails alike.
+    for (const CheckGroup& group : groups) {
+      for (const TxtRecord& record : group.records) {
+        outcome.failed.emplace_back(record, report.status);
+      }
+    }
+    return outcome;
+  }
+  for (const MissingRecord& missing : report.missing) {
+    outcome.failed.emplace_back(
+        missing.record,
+        deadlineExceeded("dns propagation: after " + std::to_string(report.waited.count()) +
+                         " ms, " + missing.record.fqdn + " is still not served by " +
+                         missing.where));
+  }
+
+  std::size_t confirmed = report.records - report.missing.size();
+  outcome.summary = "dns propagation: confirmed " +
+                    (confirmed == records.size() ? "" : std::to_string(confirmed) + " of ") +
+                    std::to_string(records.size()) + " record(s) on " +
+                    std::to_string(report.servers) + " server(s) in " +
+                    std::to_string(report.waited.count()) + " ms";
+  // Some providers' servers answer before every node behind one address has the record:
+  // a fixed settle after the confirmation covers what polling cannot see.
+  if (config.settle.count() > 0 && confirmed > 0) {
+    Clock::time_point until = Clock::now() + config.settle;
+    while (Clock::now() < until && !(stop && stop())) {
+      std::this_thread::sleep_for(std::min<Clock::duration>(kStopPoll, until - Clock::now()));
+    }
+    outcome.summary += ", then settled " + std::to_string(config.settle.count()) + " ms";
+  }
+  return outcome;
+}
+
+Status PropagationChecker::waitForRecords(const std::vector<TxtRecord>& records,
+                                          Clock::time_point deadline) const {
+  if (nameservers_.empty()) {
+    return invalidArgument("no nameservers to check the txt records against");
+  }
+  // A Ctrl-C ends the wait, so the records can be removed at once.
+  return waitForPropagation({CheckGroup{nameservers_, records}}, deadline,
+                            [] { return interrupted(); })
+      .status;
 }
 
 }  // namespace certfleet

@@ -13,7 +13,9 @@
 #include <set>
 #include <thread>
 
+#include "caa.hpp"
 #include "certificate.hpp"
+#include "dns_lookup.hpp"
 #include "interrupt.hpp"
 #include "key_store.hpp"
 #include "logging.hpp"
@@ -59,6 +61,40 @@ void forEachParallel(std::size_t count,
 
 void logCore(LogLevel level, const std::string& message) {
   logging::write(level, "", "", message);
+}
+
+// Points each pending authorization's record at the name that really holds it. With a
+// challenge alias, _acme-challenge.<name> must lead by CNAME to _acme-challenge.<alias>:
+// a missing delegation is caught here, not later as a puzzling failure at the CA. Without
+// one, a CNAME found at the challenge name is followed, as RFC 8555 validators do.
+Status routeChallenges(const DnsLookup* lookup,
+                       bool follow_cnames,
+                       const std::string& alias,
+                       Order& order) {
+  for (Authorization& authorization : order.authorizations) {
+    if (authorization.already_valid || lookup == nullptr || (alias.empty() && !follow_cnames)) {
+      continue;
+    }
+    TxtRecord& record = authorization.record;
+    Result<std::vector<std::string>> chain = lookup->cnameChain(record.fqdn);
+    if (!chain.ok()) {
+      return chain.status();
+    }
+    if (!alias.empty()) {
+      std::string delegated = "_acme-challenge." + alias;
+      if (std::find(chain->begin() + 1, chain->end(), delegated) == chain->end()) {
+        return failedPrecondition(
+            "challenge_alias: " + chain->front() + " must be a CNAME to " + delegated + ", but " +
+            (chain->size() == 1 ? "it has no CNAME" : "it leads to " + chain->back()));
+      }
+    }
+    if (chain->back() != normalizeName(record.fqdn)) {
+      logCore(LogLevel::kDebug,
+              record.fqdn + " is a CNAME to " + chain->back() + ": the record is written there");
+      record.fqdn = chain->back();
+    }
+  }
+  return {};
 }
 
 }  // namespace
@@ -466,6 +502,24 @@ void Runner::issue(std::vector<HostWork*>& work) {
     return;
   }
 
+  // Lookups, for CAA, challenge aliases, CNAMEs at challenge names and zone discovery.
+  // A pipeline that needs none of them never reads /etc/resolv.conf.
+  const PropagationConfig& propagation = pipeline_.propagation;
+  bool any_alias = std::any_of(work.begin(), work.end(), [](const HostWork* host) {
+    return !host->host->challenge_alias.empty();
+  });
+  std::unique_ptr<DnsLookup> lookup;
+  if (followsCnames(propagation) || any_alias || !pipeline_.caa_identity.empty()) {
+    Result<std::unique_ptr<DnsLookup>> made = makeDnsLookup(propagation);
+    if (!made.ok()) {
+      for (HostWork* host : work) {
+        host->fail(made.status().withContext("dns lookups"));
+      }
+      return;
+    }
+    lookup = std::move(*made);
+  }
+
   // A key and an order per host. The key is stored before it is used, so no key the CA
   // certifies can be lost.
   forEachParallel(work.size(), pipeline_.parallel, [&](std::size_t index) {
@@ -476,6 +530,15 @@ void Runner::issue(std::vector<HostWork*>& work) {
       return;
     }
     host.stage("order");
+    if (!pipeline_.caa_identity.empty()) {
+      for (const std::string& name : host.host->target.names) {
+        Status allowed = checkCaa(*lookup, name, pipeline_.caa_identity);
+        if (!allowed.ok()) {
+          host.fail(allowed);
+          return;
+        }
+      }
+    }
     Result<Secret> key = key_->generateKey(host.host->key_type);
     if (!key.ok()) {
       host.fail(key.status());
@@ -498,6 +561,11 @@ void Runner::issue(std::vector<HostWork*>& work) {
       return;
     }
     host.order = std::move(*order);
+    Status routed = routeChallenges(lookup.get(), followsCnames(propagation),
+                                    host.host->challenge_alias, host.order);
+    if (!routed.ok()) {
+      host.fail(routed);
+    }
   });
 
   // One batch of TXT records for every host. Each is written down in the state before it
@@ -572,36 +640,43 @@ void Runner::issue(std::vector<HostWork*>& work) {
     }
   }
 
-  if (!presented.empty() && !pipeline_.propagation.nameservers.empty()) {
-    std::vector<Nameserver> servers;
-    for (const std::string& text : pipeline_.propagation.nameservers) {
-      Result<Nameserver> server = parseNameserver(text);
-      if (server.ok()) {
-        servers.push_back(*server);
-      }
-    }
-    PropagationChecker checker(servers);
+  // One wait for the whole batch; only the hosts whose records are missing fail.
+  if (!presented.empty()) {
     auto propagation_deadline =
-        std::min(deadline_, std::chrono::steady_clock::now() + pipeline_.propagation.timeout);
-    Status visible = checker.waitForRecords(presented, propagation_deadline);
-    if (!visible.ok()) {
-      // Find which hosts lack their records; the others go on.
+        std::min(deadline_, std::chrono::steady_clock::now() + propagation.timeout);
+    ConfirmOutcome confirmed = confirmRecords(propagation, lookup.get(), presented,
+                                              propagation_deadline, [] { return interrupted(); });
+    for (const std::string& step : confirmed.plan) {
+      logCore(LogLevel::kDebug, step);
+    }
+    for (const std::string& warning : confirmed.warnings) {
+      logCore(LogLevel::kWarn, warning);
+    }
+    if (interrupted()) {
       for (HostWork* host : work) {
-        if (host->failed) {
-          continue;
+        if (!host->failed) {
+          host->fail(deadlineExceeded("interrupted before the challenges were answered"));
         }
-        for (const TxtRecord& record : host->pendingRecords()) {
-          Result<bool> seen = checker.isVisible(record);
-          if (!seen.ok() || !*seen) {
-            host->fail(visible.withContext("dns propagation"));
-            break;
-          }
+      }
+      return;
+    }
+    logCore(LogLevel::kInfo, confirmed.summary);
+    for (HostWork* host : work) {
+      if (host->failed) {
+        continue;
+      }
+      for (const TxtRecord& record : host->pendingRecords()) {
+        auto failure =
+            std::find_if(confirmed.failed.begin(), confirmed.failed.end(), [&](const auto& entry) {
+              return entry.first.fqdn == record.fqdn && entry.first.value == record.value;
+            });
+        if (failure != confirmed.failed.end()) {
+          host->fail(failure->second);
+          break;
         }
       }
     }
   }
-  // TODO: without propagation.nameservers the zone's NS set should be looked up and asked;
-  // until then the challenge is answered without a propagation check.
 
   forEachParallel(work.size(), pipeline_.parallel, [&](std::size_t index) {
     HostWork& host = *work[index];
