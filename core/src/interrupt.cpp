@@ -20,6 +20,9 @@ void installInterruptHandlers() {
   struct sigaction action;
   std::memset(&action, 0, sizeof(action));
   action.sa_handler = onInterrupt;
+  // A second Ctrl-C ends the process at once, as operators expect when the first one
+  // waits for a deploy to finish.
+  action.sa_flags = SA_RESETHAND;
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);

@@ -30,6 +30,7 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitHostFailed = 1,
   kExitConfigError = 2,
+  kExitBusy = 3,  // another run holds the state: nothing was attempted, try later
 };
 
 constexpr const char* kUsage = R"(usage: certfleet COMMAND [options]
@@ -97,7 +98,7 @@ int printReport(const certfleet::RunReport& report, bool json) {
     }
     std::cout << nlohmann::json{{"hosts", hosts}, {"failed", report.anyFailed()}}.dump(2) << "\n";
   } else {
-    std::printf("%-16s %-11s %-17s %s\n", "HOST", "RESULT", "NOT AFTER", "DETAIL");
+    std::printf("%-16s %-11s %-17s %s\n", "HOST", "RESULT", "NOT AFTER", "WHY (DUE, OR THE ERROR)");
     for (const auto& host : report.hosts) {
       std::printf("%-16s %-11s %-17s %s\n", host.host.c_str(), certfleet::outcomeName(host.result),
                   formatTime(host.not_after).c_str(), host.detail.c_str());
@@ -109,6 +110,10 @@ int printReport(const certfleet::RunReport& report, bool json) {
 int showStatus(const certfleet::Pipeline& pipeline, bool json) {
   std::error_code error;
   if (!std::filesystem::exists(pipeline.state_directory / "state.db", error)) {
+    if (json) {
+      std::cout << nlohmann::json{{"hosts", nlohmann::json::array()}}.dump(2) << "\n";
+      return kExitOk;
+    }
     return fail(kExitOk, "no state yet in " + pipeline.state_directory.string());
   }
   auto store = certfleet::openSqliteStateStore(pipeline.state_directory);
@@ -117,7 +122,7 @@ int showStatus(const certfleet::Pipeline& pipeline, bool json) {
   }
   nlohmann::json rows = nlohmann::json::array();
   if (!json) {
-    std::printf("%-12s %-28s %-17s %-26s %-9s %s\n", "HOST", "NAMES", "NOT AFTER", "RENEWS AT",
+    std::printf("%-12s %-28s %-17s %-28s %-9s %s\n", "HOST", "NAMES", "NOT AFTER", "RENEWS AT",
                 "DEPLOYED", "LAST RESULT");
   }
   for (const auto& host : pipeline.hosts) {
@@ -153,7 +158,7 @@ int showStatus(const certfleet::Pipeline& pipeline, bool json) {
     if (renew_at != 0) {
       renews += " (" + certfleet::renewalBasis(row) + ")";
     }
-    std::printf("%-12s %-28s %-17s %-26s %-9s %s\n", host.target.name.c_str(), names.c_str(),
+    std::printf("%-12s %-28s %-17s %-28s %-9s %s\n", host.target.name.c_str(), names.c_str(),
                 formatTime(row.not_after).c_str(), renews.c_str(), deployed ? "yes" : "no",
                 last.c_str());
   }
@@ -266,7 +271,10 @@ int main(int argc, char** argv) {
   if (command == "status") {
     return showStatus(*pipeline, output == "json");
   }
-  if (parallel > 0) {
+  if (arguments.count("parallel") != 0) {
+    if (parallel < 1 || parallel > 256) {
+      return fail(kExitConfigError, "--parallel must be 1-256");
+    }
     pipeline->parallel = parallel;
   }
 
@@ -319,10 +327,19 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
 
+  // Everything check verifies, before the first order: a typo must not cost a CA order.
+  certfleet::Status checked = (*runner)->checkHosts();
+  if (!checked.ok()) {
+    return fail(kExitConfigError, checked.message());
+  }
+
   certfleet::RunOptions run_options;
   run_options.force = force;
   run_options.only_hosts = only_hosts;
   certfleet::Result<certfleet::RunReport> report = (*runner)->run(run_options);
+  if (!report.ok() && report.status().code() == certfleet::StatusCode::kUnavailable) {
+    return fail(kExitBusy, report.status().message());
+  }
   if (!report.ok()) {
     return fail(report.status().code() == certfleet::StatusCode::kInvalidArgument ? kExitConfigError
                                                                                   : kExitHostFailed,

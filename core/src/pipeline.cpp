@@ -649,6 +649,10 @@ Result<Pipeline> readPipeline(PipelineReader& reader,
     return reader.error(hosts ? hosts : root, "the pipeline needs a non-empty 'hosts' map");
   }
   for (const auto& item : hosts) {
+    std::string name = item.first.as<std::string>();
+    if (pipeline.host(name) != nullptr) {
+      return reader.error(item.first, "host '" + name + "' is defined twice");
+    }
     Result<HostConfig> host = readHost(reader, item.first, item.second, pipeline.stages);
     if (!host.ok()) {
       return host.status();

@@ -1,6 +1,20 @@
 #include "renewal.hpp"
 
+#include <ctime>
+
 namespace certfleet {
+namespace {
+
+std::string formatUtc(std::int64_t seconds) {
+  std::time_t time = static_cast<std::time_t>(seconds);
+  std::tm utc{};
+  gmtime_r(&time, &utc);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
+}
+
+}  // namespace
 
 std::int64_t renewalMoment(std::int64_t not_before, std::int64_t not_after) {
   std::int64_t lifetime = not_after - not_before;
@@ -54,10 +68,11 @@ RenewalDecision decideRenewal(const HostConfig& host,
   // A failed issuance is not retried on every run: the CA counts failed orders and
   // duplicate certificates against the account.
   bool backing_off = record && record->next_attempt > now;
-  std::string backoff_reason =
-      backing_off ? "backing off after " + std::to_string(record->failures) +
-                        " failed issuance(s) until " + std::to_string(record->next_attempt)
-                  : "";
+  std::string backoff_reason = backing_off
+                                   ? "backing off after " + std::to_string(record->failures) +
+                                         " failed issuance(s) until " +
+                                         formatUtc(record->next_attempt) + " (--force retries now)"
+                                   : "";
   auto issueUnlessBackingOff = [&](std::string reason) {
     if (!backing_off) {
       return issue(std::move(reason));

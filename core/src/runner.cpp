@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <functional>
 #include <map>
@@ -107,15 +109,16 @@ class RunLock {
     std::filesystem::path file = directory / "run.lock";
     int descriptor = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (descriptor < 0) {
-      return unavailable("cannot open " + file.string());
+      return failedPrecondition("state_dir: cannot open " + file.string() + ": " +
+                                std::strerror(errno));
     }
     if (::flock(descriptor, LOCK_EX | LOCK_NB) != 0) {
       char holder[32] = {};
       ssize_t length = ::pread(descriptor, holder, sizeof(holder) - 1, 0);
       ::close(descriptor);
       std::string pid = length > 0 ? std::string(holder, static_cast<std::size_t>(length)) : "?";
-      return failedPrecondition("another run (pid " + pid + ") holds " + file.string() +
-                                "; try again when it has finished");
+      return unavailable("another run (pid " + pid + ") holds " + file.string() +
+                         "; try again when it has finished");
     }
     std::string pid = std::to_string(::getpid());
     if (::ftruncate(descriptor, 0) == 0) {
@@ -414,8 +417,8 @@ Result<RunReport> Runner::run(const RunOptions& options) {
     }
   }
   if (to_issue.empty() && to_deploy.empty()) {
-    logCore(LogLevel::kInfo, "nothing due: " + std::to_string(all_work.size()) +
-                                 " host(s) up to date, nothing issued or deployed");
+    logCore(LogLevel::kInfo,
+            "nothing due: no order to place for " + std::to_string(all_work.size()) + " host(s)");
   }
 
   if (!to_issue.empty()) {
@@ -426,7 +429,8 @@ Result<RunReport> Runner::run(const RunOptions& options) {
   // its current pair back, and a host already holding it is not touched.
   std::vector<HostWork*> to_compare;
   for (auto& work : all_work) {
-    if (!work->failed && !work->decision.issue && pipeline_.check_in_place) {
+    if (!work->failed && !work->decision.issue && work->has_current_pair &&
+        pipeline_.check_in_place) {
       to_compare.push_back(work.get());
     }
   }
@@ -678,6 +682,15 @@ void Runner::issue(std::vector<HostWork*>& work) {
     }
   }
 
+  if (interrupted()) {
+    for (HostWork* host : work) {
+      if (!host->failed) {
+        host->fail(deadlineExceeded("interrupted before the challenges were answered"));
+      }
+    }
+    return;
+  }
+
   forEachParallel(work.size(), pipeline_.parallel, [&](std::size_t index) {
     HostWork& host = *work[index];
     if (host.failed) {
@@ -912,7 +925,7 @@ void Runner::removeLeftoverRecords() {
     return;
   }
   logCore(LogLevel::kWarn, "removing " + std::to_string(leftovers->size()) +
-                               " DNS-01 record(s) left by an interrupted run");
+                               " DNS-01 record(s) an earlier run could not remove");
   Status removed = dns_->cleanup(*leftovers);
   if (!removed.ok()) {
     logCore(LogLevel::kError, "dns cleanup of leftovers: " + removed.message());

@@ -219,7 +219,7 @@ Result<std::unique_ptr<StateStore>> openSqliteStateStore(const std::filesystem::
   if (opened != SQLITE_OK) {
     std::string message = database != nullptr ? sqlite3_errmsg(database) : "out of memory";
     sqlite3_close(database);
-    return unavailable("state: open " + file.string() + ": " + message);
+    return failedPrecondition("state: open " + file.string() + ": " + message);
   }
   sqlite3_busy_timeout(database, 10000);
   char* error = nullptr;

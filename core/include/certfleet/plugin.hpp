@@ -39,6 +39,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <ostream>
@@ -121,6 +122,26 @@ class Settings {
   // A failure about `key`, located and prefixed: "FILE:L:C: dns.rfc2136: MESSAGE".
   Status error(const std::string& key, const std::string& message) const {
     return invalidArgument(where(key) + ": " + prefix_ + ": " + message);
+  }
+
+  // Refuses any key outside `known` (a nested key counts by its first part), so that a
+  // typo fails `check` instead of being silently ignored.
+  Status onlyKnown(std::initializer_list<std::string_view> known) const {
+    for (const auto& [key, entry] : entries_) {
+      std::string_view base = std::string_view(key).substr(0, key.find('.'));
+      bool listed = false;
+      for (std::string_view name : known) {
+        listed = listed || name == base;
+      }
+      if (!listed) {
+        std::string names;
+        for (std::string_view name : known) {
+          names += (names.empty() ? "" : ", ") + std::string(name);
+        }
+        return error(key, "unknown setting '" + std::string(base) + "' (known: " + names + ")");
+      }
+    }
+    return {};
   }
 
   std::string getOr(const std::string& key, const std::string& fallback) const {

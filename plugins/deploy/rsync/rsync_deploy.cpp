@@ -147,6 +147,13 @@ struct PlacedFile {
 class RsyncDeploy final : public certfleet::DeployPlugin {
  public:
   Status configure(const Settings& settings, certfleet::Services& services) override {
+    if (Status known = settings.onlyKnown(
+            {"key_path", "chain_path", "key_mode", "chain_mode", "key_owner", "key_group",
+             "chain_owner", "chain_group", "keep_previous", "timeout", "known_hosts",
+             "identity_file", "connect_timeout", "rsync_path", "ssh_path"});
+        !known.ok()) {
+      return known;
+    }
     services_ = &services;
     if (!settings.prefix().empty()) {
       context_ = settings.prefix();
@@ -155,6 +162,13 @@ class RsyncDeploy final : public certfleet::DeployPlugin {
   }
 
   Status checkHost(const HostTarget& host, const Settings& settings) override {
+    if (Status known = settings.onlyKnown(
+            {"key_path", "chain_path", "key_mode", "chain_mode", "key_owner", "key_group",
+             "chain_owner", "chain_group", "keep_previous", "timeout", "known_hosts",
+             "identity_file", "connect_timeout", "rsync_path", "ssh_path"});
+        !known.ok()) {
+      return known;
+    }
     if (Status usable = OpenSsh::checkHost(host); !usable.ok()) {
       return usable.withContext(context_);
     }

@@ -90,6 +90,13 @@ std::uint32_t withoutGroupBeyondOthers(std::uint32_t mode) {
 class SftpDeploy final : public certfleet::DeployPlugin {
  public:
   Status configure(const Settings& settings, certfleet::Services& services) override {
+    if (Status known =
+            settings.onlyKnown({"key_path", "chain_path", "key_mode", "chain_mode", "key_owner",
+                                "key_group", "chain_owner", "chain_group", "keep_previous",
+                                "timeout", "known_hosts", "identity_file", "connect_timeout"});
+        !known.ok()) {
+      return known;
+    }
     services_ = &services;
     if (!settings.prefix().empty()) {
       context_ = settings.prefix();
@@ -98,6 +105,13 @@ class SftpDeploy final : public certfleet::DeployPlugin {
   }
 
   Status checkHost(const HostTarget& host, const Settings& settings) override {
+    if (Status known =
+            settings.onlyKnown({"key_path", "chain_path", "key_mode", "chain_mode", "key_owner",
+                                "key_group", "chain_owner", "chain_group", "keep_previous",
+                                "timeout", "known_hosts", "identity_file", "connect_timeout"});
+        !known.ok()) {
+      return known;
+    }
     if (host.address.empty() || host.user.empty()) {
       return certfleet::invalidArgument(context_ + ": host " + host.name +
                                         " needs an ssh address and user");

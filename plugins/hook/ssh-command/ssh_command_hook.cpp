@@ -86,6 +86,11 @@ std::string oneLineTail(const std::string& output) {
 class SshCommandHook final : public certfleet::HookPlugin {
  public:
   Status configure(const Settings& settings, certfleet::Services& services) override {
+    if (Status known = settings.onlyKnown(
+            {"command", "timeout", "known_hosts", "identity_file", "connect_timeout"});
+        !known.ok()) {
+      return known;
+    }
     services_ = &services;
     if (!settings.prefix().empty()) {
       context_ = settings.prefix();
@@ -94,6 +99,11 @@ class SshCommandHook final : public certfleet::HookPlugin {
   }
 
   Status checkHost(const HostTarget& host, const Settings& settings) override {
+    if (Status known = settings.onlyKnown(
+            {"command", "timeout", "known_hosts", "identity_file", "connect_timeout"});
+        !known.ok()) {
+      return known;
+    }
     if (host.address.empty() || host.user.empty()) {
       return certfleet::invalidArgument(context_ + ": host " + host.name +
                                         " needs an ssh address and user");

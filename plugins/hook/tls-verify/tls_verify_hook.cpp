@@ -337,6 +337,10 @@ Result<X509Ptr> fetchServedLeaf(SSL_CTX* ctx,
 class TlsVerifyHook final : public certfleet::HookPlugin {
  public:
   Status configure(const Settings& settings, certfleet::Services& services) override {
+    if (Status known = settings.onlyKnown({"address", "port", "timeout", "server_name"});
+        !known.ok()) {
+      return known;
+    }
     services_ = &services;
     if (!settings.prefix().empty()) {
       context_ = settings.prefix();
@@ -355,6 +359,10 @@ class TlsVerifyHook final : public certfleet::HookPlugin {
   }
 
   Status checkHost(const HostTarget& /*host*/, const Settings& settings) override {
+    if (Status known = settings.onlyKnown({"address", "port", "timeout", "server_name"});
+        !known.ok()) {
+      return known;
+    }
     return parseVerifySettings(settings).status();
   }
 
@@ -391,6 +399,10 @@ class TlsVerifyHook final : public certfleet::HookPlugin {
     Clock::time_point deadline = std::min(Clock::now() + settings.timeout, services_->deadline());
     std::chrono::milliseconds delay = kFirstDelay;
     Status last;
+    // During a reload the old workers still answer some new connections for a moment: the
+    // new leaf counts as served once several handshakes in a row show it.
+    constexpr int kConfirmations = 3;
+    int confirmed = 0;
     for (int attempt = 1;; ++attempt) {
       Result<X509Ptr> served =
           fetchServedLeaf(ctx_.get(), address, settings.port, server_name, deadline);
@@ -399,12 +411,17 @@ class TlsVerifyHook final : public certfleet::HookPlugin {
         if (!id.ok()) {
           return id.status();
         }
-        if (id->sha256 == expected->sha256) {
+        if (id->sha256 == expected->sha256 && ++confirmed >= kConfirmations) {
           services_->log(LogLevel::kInfo, where + " serves the deployed certificate " +
                                               expected->describe() + " (attempt " +
                                               std::to_string(attempt) + ")");
           return {};
         }
+        if (id->sha256 == expected->sha256) {
+          std::this_thread::sleep_for(kFirstDelay);
+          continue;
+        }
+        confirmed = 0;
         last = certfleet::failedPrecondition(where + ": served certificate " + id->describe() +
                                              " is not the deployed one " + expected->describe());
       } else {
