@@ -45,7 +45,9 @@ txt_left() {
 free_port() {
   local port _
   for _ in $(seq 200); do
-    port=$((30000 + RANDOM % 30000))
+    # Below the kernel's ephemeral range (32768-60999), where an outgoing connection may
+    # hold the TCP port while ss -l still calls it free.
+    port=$((10000 + RANDOM % 10000))
     if [[ -z "$(ss -Hlntu "sport = :$port")" ]]; then
       echo "$port"
       return 0
