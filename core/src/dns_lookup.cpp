@@ -9,6 +9,7 @@
 
 #include <ldns/ldns.h>
 
+#include "ldns_resolver.hpp"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -17,19 +18,6 @@ namespace {
 
 // RFC 1034 and common practice: a chain longer than this is a misconfiguration.
 constexpr std::size_t kMaxCnames = 8;
-
-struct ResolverFree {
-  void operator()(ldns_resolver* resolver) const { ldns_resolver_deep_free(resolver); }
-};
-struct PktFree {
-  void operator()(ldns_pkt* pkt) const { ldns_pkt_free(pkt); }
-};
-struct RdfFree {
-  void operator()(ldns_rdf* rdf) const { ldns_rdf_deep_free(rdf); }
-};
-using ResolverPtr = std::unique_ptr<ldns_resolver, ResolverFree>;
-using PktPtr = std::unique_ptr<ldns_pkt, PktFree>;
-using RdfPtr = std::unique_ptr<ldns_rdf, RdfFree>;
 
 Status badNameserver(const std::string& text) {
   return invalidArgument("nameserver '" + text +
@@ -70,33 +58,6 @@ Result<RdfPtr> absoluteName(const std::string& name) {
   return rdf;
 }
 
-// One server, recursion desired as a stub resolver asks, no search list, TCP when the
-// answer comes truncated.
-Result<ResolverPtr> makeResolver(const Nameserver& server, std::chrono::milliseconds timeout) {
-  ResolverPtr resolver(ldns_resolver_new());
-  bool v6 = server.address.find(':') != std::string::npos;
-  RdfPtr address(
-      ldns_rdf_new_frm_str(v6 ? LDNS_RDF_TYPE_AAAA : LDNS_RDF_TYPE_A, server.address.c_str()));
-  if (!resolver || !address) {
-    return invalidArgument("resolver " + describe(server) + ": not an address literal");
-  }
-  if (ldns_resolver_push_nameserver(resolver.get(), address.get()) != LDNS_STATUS_OK) {
-    return internalError("resolver " + describe(server) + ": cannot set up a resolver");
-  }
-  ldns_resolver_set_port(resolver.get(), server.port);
-  ldns_resolver_set_recursive(resolver.get(), true);
-  ldns_resolver_set_dnsrch(resolver.get(), false);
-  ldns_resolver_set_defnames(resolver.get(), false);
-  ldns_resolver_set_retry(resolver.get(), 1);
-  ldns_resolver_set_fallback(resolver.get(), true);
-  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
-  timeval limit{};
-  limit.tv_sec = static_cast<time_t>(micros / 1000000);
-  limit.tv_usec = static_cast<suseconds_t>(micros % 1000000);
-  ldns_resolver_set_timeout(resolver.get(), limit);
-  return resolver;
-}
-
 struct Answer {
   ldns_pkt_rcode rcode = LDNS_RCODE_NOERROR;
   PktPtr packet;
@@ -120,7 +81,7 @@ Result<Answer> ask(const std::vector<Nameserver>& resolvers,
 
   Status last;
   for (const Nameserver& server : resolvers) {
-    Result<ResolverPtr> resolver = makeResolver(server, timeout);
+    Result<ResolverPtr> resolver = makeResolver(server, timeout, /*recursive=*/true);
     if (!resolver.ok()) {
       return resolver.status();
     }
@@ -488,6 +449,35 @@ Result<std::vector<CaaRecord>> DnsLookup::caaRecords(const std::string& name) co
       return std::vector<CaaRecord>{};
     }
   }
+}
+
+Result<ResolverPtr> makeResolver(const Nameserver& server,
+                                 std::chrono::milliseconds timeout,
+                                 bool recursive) {
+  ResolverPtr resolver(ldns_resolver_new());
+  bool v6 = server.address.find(':') != std::string::npos;
+  RdfPtr address(
+      ldns_rdf_new_frm_str(v6 ? LDNS_RDF_TYPE_AAAA : LDNS_RDF_TYPE_A, server.address.c_str()));
+  if (!resolver || !address) {
+    return invalidArgument("nameserver " + describe(server) + ": not an address literal");
+  }
+  if (ldns_resolver_push_nameserver(resolver.get(), address.get()) != LDNS_STATUS_OK) {
+    return internalError("nameserver " + describe(server) + ": cannot set up a resolver");
+  }
+  ldns_resolver_set_port(resolver.get(), server.port);
+  ldns_resolver_set_recursive(resolver.get(), recursive);
+  ldns_resolver_set_dnsrch(resolver.get(), false);
+  ldns_resolver_set_defnames(resolver.get(), false);
+  ldns_resolver_set_random(resolver.get(), false);
+  ldns_resolver_set_retry(resolver.get(), 1);
+  // Large answers (many values on one name) come truncated over UDP: retry them over TCP.
+  ldns_resolver_set_fallback(resolver.get(), true);
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+  timeval limit{};
+  limit.tv_sec = static_cast<time_t>(micros / 1000000);
+  limit.tv_usec = static_cast<suseconds_t>(micros % 1000000);
+  ldns_resolver_set_timeout(resolver.get(), limit);
+  return resolver;
 }
 
 }  // namespace certfleet

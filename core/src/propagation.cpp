@@ -9,6 +9,7 @@
 #include <ldns/ldns.h>
 
 #include "interrupt.hpp"
+#include "ldns_resolver.hpp"
 
 namespace certfleet {
 namespace {
@@ -23,48 +24,6 @@ constexpr std::chrono::milliseconds kMaxInterval{1000};
 constexpr std::size_t kMaxListedRecords = 10;
 // How often a wait between rounds looks at its stop condition.
 constexpr std::chrono::milliseconds kStopPoll{25};
-
-struct ResolverFree {
-  void operator()(ldns_resolver* resolver) const { ldns_resolver_deep_free(resolver); }
-};
-struct PktFree {
-  void operator()(ldns_pkt* pkt) const { ldns_pkt_free(pkt); }
-};
-struct RdfFree {
-  void operator()(ldns_rdf* rdf) const { ldns_rdf_deep_free(rdf); }
-};
-using ResolverPtr = std::unique_ptr<ldns_resolver, ResolverFree>;
-using PktPtr = std::unique_ptr<ldns_pkt, PktFree>;
-using RdfPtr = std::unique_ptr<ldns_rdf, RdfFree>;
-
-// A resolver that asks exactly one server, without recursion, search list or
-// /etc/resolv.conf: what the server itself holds is the question, not what a cache says.
-Result<ResolverPtr> makeResolver(const Nameserver& server, std::chrono::milliseconds timeout) {
-  ResolverPtr resolver(ldns_resolver_new());
-  bool v6 = server.address.find(':') != std::string::npos;
-  RdfPtr address(
-      ldns_rdf_new_frm_str(v6 ? LDNS_RDF_TYPE_AAAA : LDNS_RDF_TYPE_A, server.address.c_str()));
-  if (!resolver || !address) {
-    return invalidArgument("nameserver " + describe(server) + ": not an address literal");
-  }
-  if (ldns_resolver_push_nameserver(resolver.get(), address.get()) != LDNS_STATUS_OK) {
-    return internalError("nameserver " + describe(server) + ": cannot set up a resolver");
-  }
-  ldns_resolver_set_port(resolver.get(), server.port);
-  ldns_resolver_set_recursive(resolver.get(), false);
-  ldns_resolver_set_dnsrch(resolver.get(), false);
-  ldns_resolver_set_defnames(resolver.get(), false);
-  ldns_resolver_set_random(resolver.get(), false);
-  ldns_resolver_set_retry(resolver.get(), 1);
-  // Large answers (many values on one name) come truncated over UDP: retry them over TCP.
-  ldns_resolver_set_fallback(resolver.get(), true);
-  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
-  timeval limit{};
-  limit.tv_sec = static_cast<time_t>(micros / 1000000);
-  limit.tv_usec = static_cast<suseconds_t>(micros % 1000000);
-  ldns_resolver_set_timeout(resolver.get(), limit);
-  return resolver;
-}
 
 // The TXT strings of one record joined, as a DNS-01 validator reads them (RFC 8555 8.4).
 std::string txtValue(const ldns_rr* rr) {
@@ -145,7 +104,7 @@ Result<bool> PropagationChecker::isVisible(const TxtRecord& record) const {
     return invalidArgument("no nameservers to check " + record.fqdn + " against");
   }
   for (const Nameserver& server : nameservers_) {
-    Result<ResolverPtr> resolver = makeResolver(server, kQueryTimeout);
+    Result<ResolverPtr> resolver = makeResolver(server, kQueryTimeout, /*recursive=*/false);
     if (!resolver.ok()) {
       return resolver.status();
     }
@@ -176,7 +135,7 @@ PropagationReport waitForPropagation(const std::vector<CheckGroup>& groups,
   report.servers = servers.size();
   std::vector<ResolverPtr> resolvers;
   for (const Nameserver& server : servers) {
-    Result<ResolverPtr> resolver = makeResolver(server, kQueryTimeout);
+    Result<ResolverPtr> resolver = makeResolver(server, kQueryTimeout, /*recursive=*/false);
     if (!resolver.ok()) {
       report.status = resolver.status().withContext("dns propagation");
       return report;
